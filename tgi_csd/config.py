@@ -1,0 +1,148 @@
+"""The cascade configuration (one YAML file), validated by pydantic; JSON schema via `tgi-csd config schema`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tgi_csd.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetSpec(_Strict):
+    model: str = Field(description="a name from `tgi-csd models list`, or a folder with safetensors weights")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class ModelDrafterSpec(_Strict):
+    """A neural drafter: another causal LM with the target's tokenizer, or the target's first layers."""
+
+    type: Literal["model"]
+    name: str
+    model: str | None = Field(None, description="model name or folder; omit to cut the drafter from the target")
+    from_target_layers: int | None = Field(
+        None, ge=1, description="use the target's first N layers + its final norm and head"
+    )
+    adapter: str | None = Field(None, description="folder of a peft LoRA adapter (safetensors)")
+    leniency: float | None = Field(
+        None, ge=1.0, description="LOSSY for this drafter's drafts (not for outputs): accept lower drafts "
+        "whose probability is >= max/leniency"
+    )
+    sample: bool = Field(False, description="sample drafts from this model when the request samples")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelDrafterSpec:
+        if (self.model is None) == (self.from_target_layers is None):
+            raise ValueError(
+                f"drafter '{self.name}': set exactly one of `model` (a separate model) or "
+                "`from_target_layers` (a draft cut from the target)"
+            )
+        if self.leniency is not None and self.sample:
+            raise ValueError(f"drafter '{self.name}': `leniency` applies to greedy drafting; drop it or `sample`")
+        return self
+
+
+class MaGSpec(_Strict):
+    """Statistical drafter: longest suffix match over the sequence, then a bigram table."""
+
+    type: Literal["mag"]
+    name: str = "mag"
+    bigram: str | None = Field(
+        "default", description="'default' (built for the target's tokenizer), a .safetensors path, or null"
+    )
+    max_ngram: int = Field(12, ge=1, le=64)
+    min_ngram: int = Field(1, ge=1)
+
+
+class TGINGramSpec(_Strict):
+    """TGI's stock first-match n-gram speculation."""
+
+    type: Literal["tgi-ngram"]
+    name: str = "ngram"
+
+
+DrafterSpec = Annotated[ModelDrafterSpec | MaGSpec | TGINGramSpec, Field(discriminator="type")]
+
+
+class CascadeConfig(_Strict):
+    """Target, drafters from largest to smallest, and the k-matrix.
+
+    `k_matrix[r][c]`: how many draft positions drafter `c` fills (after drafters `0..c-1`) when
+    reviewer `r` asks for a draft. Reviewer 0 is the target, reviewer `r >= 1` is the `r`-th
+    model drafter. A reviewer only uses drafters listed after itself (smaller ones).
+    """
+
+    target: TargetSpec
+    drafters: list[DrafterSpec] = Field(default_factory=list, description="largest first; empty = no speculation")
+    k_matrix: list[list[int]]
+
+    @property
+    def model_drafters(self) -> list[ModelDrafterSpec]:
+        return [d for d in self.drafters if isinstance(d, ModelDrafterSpec)]
+
+    @model_validator(mode="after")
+    def _check(self) -> CascadeConfig:
+        names = [d.name for d in self.drafters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"drafters: names must be unique, got {names}")
+        kinds = [isinstance(d, ModelDrafterSpec) for d in self.drafters]
+        if kinds != sorted(kinds, reverse=True):
+            raise ValueError("drafters: list model drafters first (largest first), statistical drafters last")
+        rows = 1 + sum(kinds)
+        if len(self.k_matrix) != rows:
+            raise ValueError(
+                f"k_matrix: needs {rows} rows (the target, then one per model drafter), got {len(self.k_matrix)}"
+            )
+        for r, row in enumerate(self.k_matrix):
+            if len(row) != len(names):
+                raise ValueError(
+                    f"k_matrix: row {r} has {len(row)} entries; it needs {len(names)}, one per drafter {names}"
+                )
+            if any(k < 0 for k in row):
+                raise ValueError(f"k_matrix: row {r} has a negative entry {row}; use 0 for 'not used'")
+            for c in range(r):
+                if row[c]:
+                    reviewer = "the target" if r == 0 else f"drafter '{names[r - 1]}'"
+                    raise ValueError(
+                        f"k_matrix: row {r} ({reviewer}) gives {row[c]} positions to '{names[c]}', which is not "
+                        "smaller than the reviewer; set it to 0"
+                    )
+        for c, name in enumerate(names):
+            if not any(row[c] for row in self.k_matrix):
+                raise ValueError(f"k_matrix: drafter '{name}' is never used; give it a positive entry or remove it")
+        return self
+
+
+def _format(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "union_tag_invalid":
+            message = f"unknown drafter type {e['input'].get('type')!r}; use one of: model, mag, tgi-ngram"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(data: object, source: str = "config") -> CascadeConfig:
+    try:
+        return CascadeConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_format(error)}") from None
+
+
+def load_config(path: str | Path) -> CascadeConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"--config: cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--config: {path} is not valid YAML: {error}") from None
+    return parse_config(data, str(path))

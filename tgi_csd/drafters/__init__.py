@@ -1,0 +1,1 @@
+"""Drafters, one per module: `mag` (statistical), `model` (neural, vertical cascade), `ngram` (TGI's stock rule)."""

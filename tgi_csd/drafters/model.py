@@ -1,0 +1,99 @@
+"""A neural drafter: an HF causal LM, itself sped up by speculative decoding with the drafters below it."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+from tgi_csd.cascade import Draft, HorizontalCascade
+from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
+from tgi_csd.runner import ModelRunner
+from tgi_csd.sampling import SamplingParams
+from tgi_csd.tokens import TokenSeq
+from tgi_csd.verification import Verdict, verify_greedy, verify_lenient, verify_sampled
+
+
+class ModelDrafter(Drafter):
+    """Proposes what this model would generate, k tokens per row (the vertical cascade).
+
+    Each round drafts with `below` (its own row of the k-matrix), verifies with one forward of
+    this model and keeps the accepted prefix plus this model's own next token, until every row has
+    its k tokens. Without `leniency` the proposals equal this model's greedy continuation (or,
+    with `sample`, are exact samples of its distribution); with `leniency` they are not (lossy
+    for this level only: the target still verifies exactly).
+    """
+
+    neural = True
+
+    def __init__(self, name: str, runner: ModelRunner, leniency: float | None = None,
+                 sample: bool = False) -> None:
+        self.name = name
+        self.runner = runner
+        self.leniency = leniency
+        self.sample = sample
+        self.below: HorizontalCascade | None = None
+        self.params: list[SamplingParams] = []
+        self.generators: list[torch.Generator] = []
+
+    def add_rows(self, infos: list[RowInfo]) -> None:
+        self.runner.add_rows(len(infos))
+        for info in infos:
+            self.params.append(info.params)
+            seed = zlib.crc32(f"{info.params.seed}:{self.name}".encode())
+            self.generators.append(torch.Generator().manual_seed(seed))
+
+    def keep_rows(self, keep: list[int]) -> None:
+        self.runner.keep_rows(keep)
+        self.params = [self.params[i] for i in keep]
+        self.generators = [self.generators[i] for i in keep]
+
+    def commit(self, histories: list[list[int]]) -> None:
+        self.runner.commit(histories)
+
+    def _samples(self, row: int) -> bool:
+        return self.sample and not self.params[row].greedy
+
+    def _verify(self, logits: torch.Tensor, draft: Draft, rows: list[int]) -> Verdict:
+        if any(self._samples(r) for r in rows):
+            uniforms = []
+            for r, d in zip(rows, draft.tokens):
+                g = self.generators[r]
+                n = len(d) + 1
+                uniforms.append((torch.rand(n, generator=g, dtype=torch.float64),
+                                 torch.rand(n, generator=g, dtype=torch.float64)))
+            params = [self.params[r] if self._samples(r) else SamplingParams() for r in rows]
+            return verify_sampled(logits, draft.tokens, params, uniforms, draft.probs)
+        if self.leniency is not None:
+            return verify_lenient(logits, draft.tokens, self.leniency)
+        return verify_greedy(logits, draft.tokens)
+
+    def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
+        out: list[list[int]] = [[] for _ in rows]
+        out_probs: list[list[torch.Tensor | None]] = [[] for _ in rows]
+        pending = [i for i, count in enumerate(counts) if count > 0]
+        while pending:
+            sub_rows = [rows[i] for i in pending]
+            sub_seqs = [seqs[i].extended(out[i]) for i in pending]
+            wanted = [counts[i] - len(out[i]) for i in pending]
+            if self.below is not None:
+                draft = self.below.propose(sub_rows, sub_seqs, [w - 1 for w in wanted])
+            else:
+                draft = Draft([[] for _ in pending], [[] for _ in pending], None)
+            logits = self.runner.forward(
+                sub_rows, [s.extended(d) for s, d in zip(sub_seqs, draft.tokens)],
+                [len(d) + 1 for d in draft.tokens],
+            )
+            verdict = self._verify(logits, draft, sub_rows)
+            if self.below is not None:
+                self.below.record(draft, verdict.accepted)
+            for slot, i in enumerate(pending):
+                emitted = verdict.tokens[slot][: wanted[slot]]
+                out[i].extend(emitted)
+                if verdict.probs is not None and self._samples(rows[i]):
+                    out_probs[i].extend(verdict.probs[slot][: len(emitted)])
+                else:
+                    out_probs[i].extend([None] * len(emitted))
+            pending = [i for i in pending if len(out[i]) < counts[i]]
+        sampled = any(p is not None for row in out_probs for p in row)
+        return Proposal(out, out_probs if sampled else None)

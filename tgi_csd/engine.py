@@ -1,0 +1,265 @@
+"""The batched CS Drafting engine: continuous batching, one exact target verification per step."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tgi_csd.cascade import Draft, HorizontalCascade
+from tgi_csd.config import CascadeConfig, MaGSpec, ModelDrafterSpec, TGINGramSpec
+from tgi_csd.drafters.base import Drafter, RowInfo
+from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
+from tgi_csd.drafters.mag import MaGDrafter
+from tgi_csd.drafters.model import ModelDrafter
+from tgi_csd.drafters.ngram import TGINGramDrafter
+from tgi_csd.errors import ConfigError
+from tgi_csd.runner import ModelRunner
+from tgi_csd.sampling import SamplingParams, UniformStream
+from tgi_csd.stats import EngineStats
+from tgi_csd.tokens import TokenSeq
+from tgi_csd.verification import Verdict, verify_greedy, verify_sampled
+
+_ids = itertools.count()
+
+
+class Request(BaseModel):
+    """One generation request. Bad values raise one error naming the field."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    prompt_ids: list[int] = Field(min_length=1, description="prompt token ids (non-empty)")
+    max_new_tokens: int = Field(64, gt=0)
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    stop: list[str] = Field(default_factory=list, description="stop strings")
+    ignore_eos: bool = False
+    id: int = Field(default_factory=lambda: next(_ids))
+
+
+@dataclass
+class Result:
+    id: int
+    prompt_ids: list[int]
+    token_ids: list[int]
+    finish_reason: str
+
+
+@dataclass
+class _Sequence:
+    request: Request
+    tokens: list[int]
+    stream: UniformStream | None
+    generated: int = 0
+    finish_reason: str | None = None
+    stops: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.request.max_new_tokens - self.generated
+
+
+class Engine:
+    """Target + cascade. Each `step()` admits waiting requests (target prefill gives their first
+    token), then drafts for every running sequence, verifies all drafts in one target forward,
+    and retires finished sequences.
+
+    Invariants: the target's and every drafter's rows follow `self.running` in order; emitted
+    tokens are always the target's own choices (greedy argmax or seeded sample), so outputs do
+    not depend on the drafters.
+    """
+
+    def __init__(self, target: ModelRunner, top: HorizontalCascade, drafters: list[Drafter],
+                 tokenizer, stats: EngineStats) -> None:
+        self.target = target
+        self.top = top
+        self.drafters = drafters
+        self.tokenizer = tokenizer
+        self.stats = stats
+        eos = tokenizer.eos_token_id
+        self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        self.waiting: list[_Sequence] = []
+        self.running: list[_Sequence] = []
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: CascadeConfig) -> Engine:
+        from tgi_csd import models
+
+        target_dir = models.resolve_model(config.target.model)
+        tokenizer = models.load_tokenizer(target_dir)
+        target_model = models.load_model(target_dir, config.target.dtype)
+        vocab = target_model.get_output_embeddings().weight.shape[0]
+        stats = EngineStats()
+        drafters: list[Drafter] = []
+        for spec in config.drafters:
+            if isinstance(spec, ModelDrafterSpec):
+                drafters.append(cls._model_drafter(spec, target_model, tokenizer, config.target.dtype, vocab))
+            elif isinstance(spec, MaGSpec):
+                if spec.bigram is None:
+                    bigram = None
+                elif spec.bigram == "default":
+                    bigram = models.default_bigram(tokenizer, vocab)
+                else:
+                    bigram = BigramTable.load(Path(spec.bigram), tokenizer)
+                drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram))
+            elif isinstance(spec, TGINGramSpec):
+                drafters.append(TGINGramDrafter(spec.name))
+        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer, stats)
+
+    @staticmethod
+    def _model_drafter(spec: ModelDrafterSpec, target_model, tokenizer, dtype: str, vocab: int) -> ModelDrafter:
+        from tgi_csd import models
+
+        if spec.from_target_layers is not None:
+            model = models.cut_from_target(target_model, spec.from_target_layers)
+        else:
+            folder = models.resolve_model(spec.model)
+            if tokenizer_fingerprint(models.load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
+                raise ConfigError(f"drafters.{spec.name}.model: its tokenizer differs from the target's; "
+                                  "a drafter must share the target's vocabulary")
+            model = models.load_model(folder, dtype)
+        drafter_vocab = model.get_output_embeddings().weight.shape[0]
+        if drafter_vocab != vocab:
+            raise ConfigError(f"drafters.{spec.name}: vocabulary size {drafter_vocab} differs from the target's "
+                              f"{vocab}; a drafter must share the target's vocabulary")
+        if spec.adapter:
+            model = models.apply_adapter(model, spec.adapter)
+        return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
+
+    @classmethod
+    def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],
+                 tokenizer, stats: EngineStats | None = None) -> Engine:
+        """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r."""
+        stats = stats or EngineStats()
+        top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)
+        model_drafters = [d for d in drafters if isinstance(d, ModelDrafter)]
+        for drafter, row in zip(model_drafters, k_matrix[1:]):
+            drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats)
+        return cls(target, top, drafters, tokenizer, stats)
+
+    # -- requests --------------------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        """Queue a request; it joins the batch at the next step."""
+        length = request.max_new_tokens + self.top.max_tokens + 1
+        stream = None if request.params.greedy else UniformStream(request.params.seed, length)
+        self.waiting.append(_Sequence(request, list(request.prompt_ids), stream, stops=request.stop))
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        """Run `requests` to completion as one continuous batch; results in request order."""
+        for request in requests:
+            self.add_request(request)
+        done: dict[int, Result] = {}
+        while self.has_work():
+            for result in self.step():
+                done[result.id] = result
+        return [done[r.id] for r in requests]
+
+    # -- one step --------------------------------------------------------------------------------
+    def step(self) -> list[Result]:
+        start = time.perf_counter()
+        if self.waiting:
+            self._admit()
+        elif self.running:
+            self._speculate()
+        results = self._retire()
+        self.stats.steps += 1
+        self.stats.step_seconds += time.perf_counter() - start
+        return results
+
+    def _verify(self, logits, drafts: Draft, seqs: list[_Sequence]) -> Verdict:
+        if all(s.stream is None for s in seqs):
+            return verify_greedy(logits, drafts.tokens)
+        uniforms = [
+            s.stream.window(s.generated, len(d) + 1) if s.stream is not None else (None, None)
+            for s, d in zip(seqs, drafts.tokens)
+        ]
+        return verify_sampled(logits, drafts.tokens, [s.request.params for s in seqs], uniforms, drafts.probs)
+
+    def _admit(self) -> None:
+        new, self.waiting = self.waiting, []
+        first = len(self.running)
+        rows = list(range(first, first + len(new)))
+        self.target.add_rows(len(new))
+        self.running.extend(new)
+        logits = self.target.forward(rows, [TokenSeq(s.tokens) for s in new], [1] * len(new))
+        empty = Draft([[] for _ in new], [[] for _ in new], None)
+        verdict = self._verify(logits, empty, new)
+        for seq, tokens in zip(new, verdict.tokens):
+            self._append(seq, tokens)
+        infos = [RowInfo(s.tokens, s.request.params) for s in new]
+        for drafter in self.drafters:
+            drafter.add_rows(infos)
+        self._commit()
+
+    def _speculate(self) -> None:
+        rows = list(range(len(self.running)))
+        seqs = [TokenSeq(s.tokens) for s in self.running]
+        limits = [min(self.top.max_tokens, s.remaining - 1) for s in self.running]
+        draft = self.top.propose(rows, seqs, limits)
+        logits = self.target.forward(
+            rows, [seq.extended(d) for seq, d in zip(seqs, draft.tokens)], [len(d) + 1 for d in draft.tokens]
+        )
+        verdict = self._verify(logits, draft, self.running)
+        self.top.record(draft, verdict.accepted)
+        for seq, tokens in zip(self.running, verdict.tokens):
+            self._append(seq, tokens)
+        self._commit()
+
+    def _commit(self) -> None:
+        histories = [s.tokens for s in self.running]
+        self.target.commit(histories)
+        for drafter in self.drafters:
+            drafter.commit(histories)
+
+    def _append(self, seq: _Sequence, tokens: list[int]) -> None:
+        """Append target-chosen tokens one by one, stopping at EOS, the length limit or a stop string."""
+        for token in tokens:
+            seq.tokens.append(token)
+            seq.generated += 1
+            self.stats.generated_tokens += 1
+            if token in self.eos_ids and not seq.request.ignore_eos:
+                seq.finish_reason = "eos"
+            elif seq.generated >= seq.request.max_new_tokens:
+                seq.finish_reason = "length"
+            elif seq.stops and self._hits_stop(seq):
+                seq.finish_reason = "stop"
+            if seq.finish_reason:
+                return
+
+    def _hits_stop(self, seq: _Sequence) -> bool:
+        # Checked after every token, so a stop string found now ends at this token. A token
+        # decodes to at least one character except for byte fragments: 8 tokens of margin.
+        window = max(len(s) for s in seq.stops) + 8
+        text = self.tokenizer.decode(seq.tokens[len(seq.request.prompt_ids):][-window:])
+        return any(s in text for s in seq.stops)
+
+    def _retire(self) -> list[Result]:
+        keep = [i for i, s in enumerate(self.running) if s.finish_reason is None]
+        if len(keep) == len(self.running):
+            return []
+        done = [s for s in self.running if s.finish_reason is not None]
+        self.target.keep_rows(keep)
+        for drafter in self.drafters:
+            drafter.keep_rows(keep)
+        self.running = [self.running[i] for i in keep]
+        return [
+            Result(s.request.id, s.request.prompt_ids, s.tokens[len(s.request.prompt_ids):], s.finish_reason)
+            for s in done
+        ]
+
+    # -- reporting -------------------------------------------------------------------------------
+    def report(self) -> dict:
+        """Stats with model-forward counts and times read from the runners."""
+        self.stats.target_forwards = self.target.forwards
+        self.stats.target_seconds = self.target.forward_seconds
+        for drafter in self.drafters:
+            if isinstance(drafter, ModelDrafter):
+                self.stats.drafter_forwards[drafter.name] = drafter.runner.forwards
+                self.stats.drafter_seconds[drafter.name] = drafter.runner.forward_seconds
+        return self.stats.as_dict()

@@ -1,0 +1,57 @@
+"""The exactness oracle: the target alone under transformers `generate`, and comparison against it.
+
+A k-token verification forward and a 1-token decode step round differently, so a greedy output
+may legitimately flip where the reference's top two logits nearly tie. The only accepted
+difference is one whose first differing position is such a near-tie (gap < `tolerance`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from transformers import PreTrainedModel
+
+
+@dataclass
+class ReferenceOutput:
+    token_ids: list[int]
+    #: top-1 minus top-2 logit at each generated position
+    gaps: list[float]
+
+
+class Agreement(str, Enum):
+    IDENTICAL = "identical"
+    NEAR_TIE = "near-tie"
+    MISMATCH = "MISMATCH"
+
+
+@torch.inference_mode()
+def reference_generate(model: PreTrainedModel, prompt_ids: list[int], max_new_tokens: int,
+                       eos_token_id: int | None) -> ReferenceOutput:
+    """Greedy `generate` with the target alone (KV cache on), with top-2 logit gaps."""
+    out = model.generate(
+        torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+        eos_token_id=eos_token_id, pad_token_id=eos_token_id, output_logits=True,
+        return_dict_in_generate=True, temperature=None, top_p=None, top_k=None,
+    )
+    tokens = out.sequences[0, len(prompt_ids):].tolist()
+    gaps = []
+    for logits in out.logits:
+        top = logits[0].float().topk(2).values
+        gaps.append(float(top[0] - top[1]))
+    return ReferenceOutput(tokens, gaps)
+
+
+def compare(candidate: list[int], reference: ReferenceOutput, tolerance: float) -> tuple[Agreement, int | None]:
+    """How `candidate` agrees with the reference, and the first differing position if any."""
+    if candidate == reference.token_ids:
+        return Agreement.IDENTICAL, None
+    first = next(
+        (i for i, (a, b) in enumerate(zip(candidate, reference.token_ids)) if a != b),
+        min(len(candidate), len(reference.token_ids)),
+    )
+    if first < len(reference.gaps) and reference.gaps[first] < tolerance:
+        return Agreement.NEAR_TIE, first
+    return Agreement.MISMATCH, first

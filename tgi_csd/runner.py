@@ -1,0 +1,102 @@
+"""Runs one HF causal LM over the rows of a batch, keeping each row's KV cache in step with its tokens."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+from transformers import PreTrainedModel
+
+from tgi_csd.kv_cache import RaggedKVCache
+from tgi_csd.tokens import TokenSeq
+
+
+class ModelRunner:
+    """Feeds each row only the tokens its cache lacks, then returns logits for the last positions.
+
+    Invariant: cache row `r` holds the KV of `cached[r][:cache.lengths[r]]`; `synced[r]` leading
+    tokens of `cached[r]` are known to equal the row's committed history, so finding what to
+    re-feed never scans the whole history.
+    """
+
+    def __init__(self, model: PreTrainedModel, name: str) -> None:
+        self.model = model.eval()
+        self.name = name
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.cache = RaggedKVCache(
+            num_layers=config.num_hidden_layers,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            head_dim=head_dim,
+            dtype=model.dtype,
+        )
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.cached: list[list[int]] = []
+        self.synced: list[int] = []
+        self.forwards = 0
+        self.forward_seconds = 0.0
+
+    # -- batch membership (mirrors the engine's rows) --------------------------------------------
+    def add_rows(self, count: int) -> None:
+        self.cache.add_rows(count)
+        self.cached.extend([] for _ in range(count))
+        self.synced.extend([0] * count)
+
+    def keep_rows(self, keep: list[int]) -> None:
+        self.cache.keep_rows(keep)
+        self.cached = [self.cached[i] for i in keep]
+        self.synced = [self.synced[i] for i in keep]
+
+    def commit(self, histories: list[list[int]]) -> None:
+        """Advance `synced` over the committed histories (called once per engine step)."""
+        for row, history in enumerate(histories):
+            cached, i = self.cached[row], self.synced[row]
+            end = min(len(cached), len(history), self.cache.lengths[row])
+            while i < end and cached[i] == history[i]:
+                i += 1
+            self.synced[row] = i
+
+    def _valid_prefix(self, row: int, seq: TokenSeq, num_logits: int) -> int:
+        cached, i = self.cached[row], self.synced[row]
+        end = min(self.cache.lengths[row], len(seq) - num_logits)
+        while i < end and cached[i] == seq[i]:
+            i += 1
+        return min(i, end)
+
+    # -- the forward -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, rows: list[int], seqs: list[TokenSeq], num_logits: list[int]) -> torch.Tensor:
+        """Bring each row's cache up to `seqs[i]` and return logits `[R, M, V]`, M = max(num_logits).
+
+        Row `i`'s logits for the last `num_logits[i]` positions of `seqs[i]` are
+        `out[i, M - num_logits[i]:]` (right-aligned). At least those positions are always fed.
+        """
+        new_tokens = []
+        for row, seq, wanted in zip(rows, seqs, num_logits):
+            valid = self._valid_prefix(row, seq, wanted)
+            cached = self.cached[row]
+            del cached[valid:]
+            self.cache.lengths[row] = valid
+            fresh = seq.suffix(valid)
+            cached.extend(fresh)
+            new_tokens.append(fresh)
+        width = max(len(t) for t in new_tokens)
+        input_ids = torch.tensor([[0] * (width - len(t)) + t for t in new_tokens], dtype=torch.long)
+        position_ids, mask = self.cache.prepare(rows, [len(t) for t in new_tokens], width)
+        keep = max(num_logits)
+        start = time.perf_counter()
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=keep,
+            **{self._cache_kwarg: self.cache},
+        )
+        self.forward_seconds += time.perf_counter() - start
+        self.forwards += 1
+        self.cache.commit(rows, [len(self.cached[r]) for r in rows])
+        return out.logits.float() if out.logits.dtype != torch.float32 else out.logits

@@ -1,0 +1,63 @@
+"""Counters the engine keeps: per reviewer/drafter pair proposals and acceptances, forwards, time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PairStats:
+    """Draft tokens one drafter proposed to one reviewer, and how many the reviewer accepted."""
+
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+@dataclass
+class EngineStats:
+    target_forwards: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    step_seconds: float = 0.0
+    target_seconds: float = 0.0
+    drafter_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    drafter_forwards: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    pairs: dict[tuple[str, str], PairStats] = field(default_factory=lambda: defaultdict(PairStats))
+
+    @property
+    def tokens_per_target_forward(self) -> float:
+        """Generated tokens per target forward, prefill forwards included."""
+        return self.generated_tokens / self.target_forwards if self.target_forwards else 0.0
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Step time spent outside model forwards (drafting logic, verification, bookkeeping)."""
+        return self.step_seconds - self.target_seconds - sum(self.drafter_seconds.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "target_forwards": self.target_forwards,
+            "generated_tokens": self.generated_tokens,
+            "tokens_per_target_forward": round(self.tokens_per_target_forward, 3),
+            "steps": self.steps,
+            "seconds": {
+                "steps": round(self.step_seconds, 4),
+                "target_forwards": round(self.target_seconds, 4),
+                "drafters": {k: round(v, 4) for k, v in self.drafter_seconds.items()},
+                "overhead": round(self.overhead_seconds, 4),
+            },
+            "drafter_forwards": dict(self.drafter_forwards),
+            "drafts": {
+                f"{drafter}->{reviewer}": {
+                    "proposed": s.proposed,
+                    "accepted": s.accepted,
+                    "acceptance": round(s.acceptance, 3),
+                }
+                for (reviewer, drafter), s in self.pairs.items()
+            },
+        }
