@@ -1,0 +1,78 @@
+"""Test helpers: tiny random Llama models (fast, structure only) and engines over them."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tgi_csd.drafters.mag import MaGDrafter
+from tgi_csd.engine import Engine
+from tgi_csd.models import cut_from_target
+from tgi_csd.runner import ModelRunner
+
+
+class StubTokenizer:
+    """Enough of a tokenizer for the engine: EOS id and decode (one character per token id)."""
+
+    def __init__(self, eos_token_id: int | None = None) -> None:
+        self.eos_token_id = eos_token_id
+
+    def decode(self, ids: list[int], **_: object) -> str:
+        return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def tiny_llama(vocab: int = 64, layers: int = 4, seed: int = 0, init: float = 0.1) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=init,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def build_engine(target: LlamaForCausalLM, layout: str, eos: int | None = None) -> Engine:
+    """Engines over one target: 'none', 'mag', 'ngram', 'sd' (one drafter), 'csd' (2 neural levels + MaG),
+    'csd-sampled' (the same, neural drafters sampling when the request samples)."""
+    from tgi_csd.drafters.ngram import TGINGramDrafter
+
+    tokenizer = StubTokenizer(eos)
+    target_runner = ModelRunner(target, "target")
+    if layout == "none":
+        return Engine.assemble(target_runner, [], [[]], tokenizer)
+    if layout == "mag":
+        return Engine.assemble(target_runner, [MaGDrafter(None)], [[4]], tokenizer)
+    if layout == "ngram":
+        return Engine.assemble(target_runner, [TGINGramDrafter()], [[3]], tokenizer)
+    from tgi_csd.drafters.model import ModelDrafter
+
+    sample = layout == "csd-sampled"
+    big = ModelDrafter("big", ModelRunner(cut_from_target(target, 3), "big"), sample=sample)
+    if layout == "sd":
+        return Engine.assemble(target_runner, [big], [[4]], tokenizer)
+    small = ModelDrafter("small", ModelRunner(cut_from_target(target, 1), "small"), sample=sample)
+    return Engine.assemble(
+        target_runner, [big, small, MaGDrafter(None)], [[2, 1, 2], [0, 2, 1], [0, 0, 3]], tokenizer
+    )
+
+
+def hf_greedy(model: LlamaForCausalLM, prompt: list[int], new_tokens: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0):
+    """A tiny Llama with a word-level tokenizer ('w0' … 'w{vocab-1}', EOS 'w1'), saved as safetensors."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"w{i}": i for i in range(vocab)}
+    backend = Tokenizer(models.WordLevel(words, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0", eos_token="w1")
+    model = tiny_llama(vocab=vocab, layers=layers, seed=seed)
+    model.config.eos_token_id = 1
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,112 @@
+"""Loading: safetensors only, draft cuts from the target, LoRA adapters, vocabulary checks."""
+
+import pytest
+import torch
+import yaml
+
+from helpers import save_tiny_model_dir, tiny_llama
+from tgi_csd.config import parse_config
+from tgi_csd.engine import Engine, Request
+from tgi_csd.errors import ConfigError
+from tgi_csd.models import apply_adapter, cut_from_target, resolve_model
+
+
+def test_cut_shares_weights_and_runs_the_first_layers():
+    target = tiny_llama(layers=4)
+    draft = cut_from_target(target, 2)
+    assert draft.model.layers[1] is target.model.layers[1]
+    assert draft.lm_head.weight.data_ptr() == target.lm_head.weight.data_ptr()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        hidden = target(ids, output_hidden_states=True).hidden_states[2]  # after layer 2
+        expected = target.lm_head(target.model.norm(hidden))
+        torch.testing.assert_close(draft(ids).logits, expected)
+    with pytest.raises(ConfigError, match="from_target_layers"):
+        cut_from_target(target, 4)
+
+
+def make_adapter(model, folder, safetensors: bool = True):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder, safe_serialization=safetensors)
+    return peft_model
+
+
+def test_adapter_is_merged_into_a_copy(tmp_path):
+    import copy
+
+    base = tiny_llama(layers=2)
+    reference = make_adapter(copy.deepcopy(base), tmp_path / "lora")
+    before = base.model.layers[0].self_attn.q_proj.weight.clone()
+    merged = apply_adapter(base, str(tmp_path / "lora"))
+    ids = torch.tensor([[3, 4, 5]])
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-5)
+    assert torch.equal(base.model.layers[0].self_attn.q_proj.weight, before), "the base model was modified"
+
+
+def test_adapter_errors(tmp_path):
+    base = tiny_llama(layers=2)
+    with pytest.raises(ConfigError, match="adapter: .* not a peft adapter folder"):
+        apply_adapter(base, str(tmp_path / "missing"))
+    make_adapter(tiny_llama(layers=2), tmp_path / "bin", safetensors=False)
+    with pytest.raises(ConfigError, match="no adapter_model.safetensors"):
+        apply_adapter(base, str(tmp_path / "bin"))
+
+
+def test_resolve_model_errors(tmp_path):
+    with pytest.raises(ConfigError, match="neither a known model"):
+        resolve_model(str(tmp_path / "nope"))
+    (tmp_path / "pt").mkdir()
+    (tmp_path / "pt" / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ConfigError, match="no \\*.safetensors"):
+        resolve_model(str(tmp_path / "pt"))
+
+
+def config_for(folder, drafters, k_matrix):
+    return parse_config({"target": {"model": str(folder)}, "drafters": drafters, "k_matrix": k_matrix})
+
+
+def test_engine_from_config_on_a_saved_model(tmp_path):
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    make_adapter(cut_from_target(tiny_llama(layers=4), 2), tmp_path / "lora")
+    config = config_for(
+        folder,
+        [{"type": "model", "name": "d2", "from_target_layers": 2, "adapter": str(tmp_path / "lora")},
+         {"type": "mag", "bigram": None}, {"type": "tgi-ngram"}],
+        [[2, 1, 1], [0, 2, 0]],
+    )
+    engine = Engine.from_config(config)
+    plain = Engine.from_config(config_for(folder, [], [[]]))
+    prompt = engine.tokenizer("w5 w6 w7 w5 w6").input_ids
+    out = engine.generate([Request(prompt_ids=prompt, max_new_tokens=16, ignore_eos=True)])[0]
+    ref = plain.generate([Request(prompt_ids=prompt, max_new_tokens=16, ignore_eos=True)])[0]
+    assert out.token_ids == ref.token_ids
+    assert set(engine.report()["drafts"]) >= {"d2->target", "mag->d2"}
+
+
+def test_drafter_with_another_vocabulary_is_refused(tmp_path):
+    target = save_tiny_model_dir(tmp_path / "target", vocab=64)
+    other = save_tiny_model_dir(tmp_path / "other", vocab=80)
+    config = config_for(target, [{"type": "model", "name": "other", "model": str(other)}, {"type": "mag"}],
+                        [[2, 0], [0, 2]])
+    with pytest.raises(ConfigError, match="tokenizer differs|vocabulary"):
+        Engine.from_config(config)
+
+
+def test_bigram_path_must_match_tokenizer(tmp_path):
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    config = config_for(folder, [{"type": "mag", "bigram": str(tmp_path / "b.npz")}], [[2]])
+    with pytest.raises(ConfigError, match="bigram"):
+        Engine.from_config(config)
+
+
+def test_yaml_roundtrip_of_config(tmp_path):
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"target": {"model": str(folder)}, "drafters": [{"type": "mag", "bigram": None}],
+                                    "k_matrix": [[3]]}))
+    from tgi_csd.config import load_config
+
+    assert load_config(path).drafters[0].bigram is None
