@@ -88,13 +88,14 @@ def _convert_gguf(source: Path, folder: Path) -> None:
         out = Path(scratch) / "model"
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-        _write_portable_config(out / "config.json")
+        _make_portable(out)
         shutil.rmtree(folder, ignore_errors=True)
         out.rename(folder)
 
 
-def _write_portable_config(path: Path) -> None:
-    """Add the keys transformers 4.51 (TGI 3.3.7's pin) reads where 5.x writes newer ones."""
+def _make_portable(folder: Path) -> None:
+    """Add what transformers 4.51 (TGI 3.3.7's pin) reads where 5.x writes newer keys."""
+    path = folder / "config.json"
     config = json.loads(path.read_text())
     rope = config.get("rope_parameters") or {}
     if "rope_theta" in rope:
@@ -102,6 +103,11 @@ def _write_portable_config(path: Path) -> None:
     if "dtype" in config:
         config.setdefault("torch_dtype", config["dtype"])
     path.write_text(json.dumps(config, indent=2))
+    path = folder / "tokenizer_config.json"
+    tokenizer_config = json.loads(path.read_text())
+    if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
+        tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(tokenizer_config, indent=2))
 
 
 def resolve_model(spec: str) -> Path:
