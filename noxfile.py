@@ -11,9 +11,10 @@ STACKS = {
 }
 
 
-@nox.session(python=False)
+@nox.session
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", ".", external=True)
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
 
 
 @nox.session

@@ -73,3 +73,12 @@ def test_examples_are_valid_and_schema_exports():
     schema = CascadeConfig.model_json_schema()
     assert "k_matrix" in schema["properties"]
     json.dumps(schema)
+
+
+def test_committed_schema_is_current():
+    from pathlib import Path
+
+    committed = Path(__file__).parent.parent / "schemas" / "cascade.schema.json"
+    assert json.loads(committed.read_text()) == CascadeConfig.model_json_schema(), (
+        "regenerate: tgi-csd config schema --out schemas/cascade.schema.json"
+    )
