@@ -1,11 +1,10 @@
-"""Shared fixtures."""
+"""Shared fixtures (imports stay inside them: the chart session has no torch)."""
 
 import pytest
-from transformers import LlamaForCausalLM
-
-from helpers import tiny_llama
 
 
 @pytest.fixture
-def target() -> LlamaForCausalLM:
+def target():
+    from helpers import tiny_llama
+
     return tiny_llama()
