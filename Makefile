@@ -29,4 +29,12 @@ lint: .nox-runner/.installed
 	.nox-runner/bin/nox -s lint
 
 test: .nox-runner/.installed
-	.nox-runner/bin/nox -s lint tests
+	.nox-runner/bin/nox -s lint tests chart
+
+# `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
+BENCH_CONFIG ?= examples/csd-2level.yaml
+BENCH_ARGS ?= --limit 20 --max-new-tokens 128 --repeats 3 --batch-sizes 1,4,16
+.PHONY: bench
+bench: venv
+	$(VENV)/bin/tgi-csd models fetch smollm2-135m
+	$(VENV)/bin/tgi-csd bench --config $(BENCH_CONFIG) $(BENCH_ARGS) --out bench-out

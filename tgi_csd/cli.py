@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
+from tgi_csd.bench.cli import bench_command
+from tgi_csd.distill.cli import distill_command
 from tgi_csd.errors import ConfigError
+from tgi_csd.patching import patch_command
 
 app = typer.Typer(help="Cascade Speculative Drafting for text-generation-inference.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -19,6 +22,9 @@ config_app = typer.Typer(help="Cascade configuration files.", no_args_is_help=Tr
 app.add_typer(models_app, name="models")
 app.add_typer(bigram_app, name="bigram")
 app.add_typer(config_app, name="config")
+app.command("patch")(patch_command)
+app.command("bench")(bench_command)
+app.command("distill")(distill_command)
 
 
 def _fail(error: ConfigError) -> None:

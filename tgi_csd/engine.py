@@ -126,7 +126,10 @@ class Engine:
             raise ConfigError(f"drafters.{spec.name}: vocabulary size {drafter_vocab} differs from the target's "
                               f"{vocab}; a drafter must share the target's vocabulary")
         if spec.adapter:
-            model = models.apply_adapter(model, spec.adapter)
+            from tgi_csd.adapters import target_fingerprint
+
+            fingerprint = target_fingerprint(target_model, tokenizer)
+            model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers)
         return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
 
     @classmethod

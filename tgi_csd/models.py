@@ -157,16 +157,32 @@ def cut_from_target(target: PreTrainedModel, layers: int) -> PreTrainedModel:
     return draft.eval()
 
 
-def apply_adapter(model: PreTrainedModel, adapter: str) -> PreTrainedModel:
-    """Merge a peft LoRA adapter into a private copy of `model` (the original is untouched)."""
+def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str | None = None,
+                  from_target_layers: int | None = None) -> PreTrainedModel:
+    """Merge a peft LoRA adapter into a private copy of `model` (the original is untouched).
+
+    With `target_fingerprint`, an adapter whose tgi-csd metadata names another target or draft
+    shape is refused; a reduced draft vocabulary saved with the adapter replaces the LM head.
+    """
+    from tgi_csd import adapters
+
     folder = Path(adapter).expanduser()
     if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"adapter: {folder} is not a peft adapter folder (no adapter_config.json)")
     if not (folder / "adapter_model.safetensors").is_file():
         raise ConfigError(f"adapter: {folder} has no adapter_model.safetensors; save it with safe_serialization")
+    if target_fingerprint is not None:
+        adapters.check_adapter(folder, target_fingerprint, from_target_layers)
     from peft import PeftModel
 
-    merged = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+    try:
+        merged = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ConfigError(f"adapter: {folder} does not fit this drafter ({error}); check its rank and "
+                          "target modules, or distill it for this draft") from None
+    vocab = adapters.load_vocab(folder)
+    if vocab is not None:
+        adapters.restrict_head(merged, vocab)
     return merged.eval()
 
 

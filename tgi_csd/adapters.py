@@ -1,0 +1,103 @@
+"""Draft adapters: metadata binding an adapter to the target it was distilled for, and reduced draft heads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from tgi_csd.drafters.bigram import tokenizer_fingerprint
+from tgi_csd.errors import ConfigError
+
+METADATA_FILE = "tgi_csd_adapter.json"
+VOCAB_FILE = "draft_vocab.safetensors"
+
+
+class AdapterMetadata(BaseModel):
+    """What an adapter was distilled for. `target` is `target_fingerprint` of that target."""
+
+    model_config = ConfigDict(extra="allow")
+
+    target: str
+    from_target_layers: int | None = None
+    draft_model: str | None = None
+    draft_vocab_size: int | None = None
+
+
+def target_fingerprint(model: PreTrainedModel, tokenizer) -> str:
+    """Architecture, tokenizer and output-embedding weights: equal only for the same target."""
+    config = model.config
+    shape = {key: getattr(config, key, None) for key in (
+        "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "intermediate_size")}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
+    digest.update(tokenizer_fingerprint(tokenizer).encode())
+    digest.update(model.get_output_embeddings().weight.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def write_metadata(folder: Path, metadata: AdapterMetadata) -> None:
+    (folder / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
+
+
+def read_metadata(folder: Path) -> AdapterMetadata | None:
+    path = folder / METADATA_FILE
+    return AdapterMetadata.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def check_adapter(folder: Path, fingerprint: str, from_target_layers: int | None) -> AdapterMetadata | None:
+    """Refuse an adapter distilled for another target or another draft shape."""
+    metadata = read_metadata(folder)
+    if metadata is None:
+        return None
+    if metadata.target != fingerprint:
+        raise ConfigError(
+            f"adapter: {folder} was distilled for another target (fingerprint {metadata.target}, this target "
+            f"{fingerprint}); distill one for this target with `tgi-csd distill`"
+        )
+    if metadata.from_target_layers != from_target_layers:
+        raise ConfigError(
+            f"adapter: {folder} was distilled for a draft of {metadata.from_target_layers} target layers; "
+            f"set from_target_layers: {metadata.from_target_layers}"
+        )
+    return metadata
+
+
+class ReducedHead(nn.Module):
+    """An LM head over a subset of the vocabulary (FR-Spec): logits of the kept tokens, -inf elsewhere.
+
+    Invariant: outputs keep the full vocabulary width, so argmax and verification see real token ids;
+    a token outside the subset is never proposed and never accepted by this drafter.
+    """
+
+    def __init__(self, full_head: nn.Linear, token_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.vocab_size = full_head.weight.shape[0]
+        self.register_buffer("token_ids", token_ids.long(), persistent=False)
+        self.weight = nn.Parameter(full_head.weight.detach()[token_ids].clone(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        small = hidden @ self.weight.T
+        out = small.new_full((*small.shape[:-1], self.vocab_size), float("-inf"))
+        return out.index_copy_(-1, self.token_ids, small)
+
+
+def restrict_head(model: PreTrainedModel, token_ids: torch.Tensor) -> PreTrainedModel:
+    """Swap the model's LM head for a `ReducedHead` over `token_ids` (the model must be a private copy)."""
+    model.lm_head = ReducedHead(model.get_output_embeddings(), token_ids)
+    return model
+
+
+def save_vocab(folder: Path, token_ids: torch.Tensor) -> None:
+    save_file({"token_ids": token_ids.to(torch.int64).contiguous()}, str(folder / VOCAB_FILE))
+
+
+def load_vocab(folder: Path) -> torch.Tensor | None:
+    path = folder / VOCAB_FILE
+    return load_file(str(path))["token_ids"] if path.is_file() else None

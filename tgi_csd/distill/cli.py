@@ -1,0 +1,62 @@
+"""The `tgi-csd distill` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tgi_csd.errors import ConfigError
+
+
+def distill_command(
+    target: Annotated[str, typer.Option(help="target model: a name from `tgi-csd models list` or a folder")],
+    draft: Annotated[str, typer.Option(help="layers:N (the target's first N layers) or a model with its tokenizer")],
+    prompts: Annotated[list[str], typer.Option(help="prompt file (.jsonl with `prompt`, or text lines) or "
+                                                    "humaneval[:START:STOP]; repeatable")],
+    out: Annotated[Path, typer.Option(help="adapter folder to write")],
+    val_prompts: Annotated[
+        list[str] | None,
+        typer.Option(help="held-out prompts (same forms as --prompts); default: a random --val-fraction of --prompts"),
+    ] = None,
+    rank: int = 16,
+    alpha: float = 32.0,
+    target_modules: Annotated[str | None, typer.Option(help="comma list; default all attention + MLP")] = None,
+    steps: int = 150,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    kl_weight: float = 1.0,
+    ce_weight: float = 0.5,
+    new_tokens: int = 64,
+    samples_per_prompt: int = 0,
+    val_fraction: float = 0.2,
+    draft_vocab: Annotated[int | None, typer.Option(help="reduced draft head: the V' most frequent tokens")] = None,
+    seed: int = 0,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint and OUT/dataset.pt")] = False,
+) -> None:
+    """Distill a LoRA adapter so a cheap draft imitates the target (on-policy, KL + CE)."""
+    from pydantic import ValidationError
+
+    from tgi_csd.cli import _fail
+    from tgi_csd.distill import pipeline
+    from tgi_csd.distill.train import DistillSettings
+
+    values = {"rank": rank, "alpha": alpha, "steps": steps, "batch_size": batch_size, "lr": lr,
+              "kl_weight": kl_weight, "ce_weight": ce_weight, "new_tokens": new_tokens,
+              "samples_per_prompt": samples_per_prompt, "val_fraction": val_fraction, "draft_vocab": draft_vocab,
+              "seed": seed}
+    if target_modules is not None:
+        values["target_modules"] = [m.strip() for m in target_modules.split(",") if m.strip()]
+    try:
+        try:
+            settings = DistillSettings(**values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts)
+    except ConfigError as error:
+        _fail(error)
+    typer.echo(json.dumps({k: report[k] for k in ("before", "after", "wall_seconds", "peak_rss_mb")}))
+    typer.echo(f"adapter written to {out}")

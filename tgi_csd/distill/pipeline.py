@@ -1,0 +1,110 @@
+"""The distillation pipeline: data from the target, LoRA training, the adapter folder and its report."""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from tgi_csd import adapters, models
+from tgi_csd.distill.data import continuations, label
+from tgi_csd.distill.train import DistillSettings, acceptance, draft_forward, draft_head, frequent_tokens, make_draft
+from tgi_csd.distill.train import train as train_lora
+from tgi_csd.errors import ConfigError
+from tgi_csd.prompts import load_prompts
+
+DATASET = "dataset.pt"
+REPORT = "distill_report.json"
+
+
+def parse_draft(spec: str) -> tuple[int | None, str | None]:
+    """`layers:N` (the target's first N layers) or a model name/folder."""
+    if spec.startswith("layers:"):
+        try:
+            return int(spec.removeprefix("layers:")), None
+        except ValueError:
+            raise ConfigError(f"--draft: {spec!r}: use layers:N with an integer N") from None
+    return None, spec
+
+
+def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, settings: DistillSettings,
+        resume: bool = False, val_specs: list[str] | None = None) -> dict:
+    """Distill, save the adapter folder into `out`, and return the report (also `out/distill_report.json`)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    layers, draft_model = parse_draft(draft_spec)
+    target_dir = models.resolve_model(target_spec)
+    tokenizer = models.load_tokenizer(target_dir)
+    target = models.load_model(target_dir)
+    if layers is not None:
+        base = models.cut_from_target(target, layers)
+    else:
+        base = models.load_model(models.resolve_model(draft_model))
+        if base.get_output_embeddings().weight.shape[0] != target.get_output_embeddings().weight.shape[0]:
+            raise ConfigError(f"--draft: {draft_model} has another vocabulary than the target")
+    draft = make_draft(base, settings)
+    out.mkdir(parents=True, exist_ok=True)
+
+    dataset_path = out / DATASET
+    if resume and dataset_path.is_file():
+        train_set, val_set = torch.load(dataset_path, weights_only=False)
+    else:
+        def tokenized(specs: list[str], option: str) -> list[list[int]]:
+            ids = [tokenizer(p).input_ids for spec in specs for p in load_prompts(spec, option)]
+            return [i for i in ids if i]
+
+        train_ids = tokenized(prompt_specs, "--prompts")
+        if val_specs:
+            val_ids = tokenized(val_specs, "--val-prompts")
+        else:  # hold out a random fraction
+            random.Random(settings.seed).shuffle(train_ids)
+            held_out = max(1, int(len(train_ids) * settings.val_fraction))
+            val_ids, train_ids = train_ids[:held_out], train_ids[held_out:]
+        if not train_ids or not val_ids:
+            raise ConfigError("--prompts: need at least 2 non-empty prompts (some for training, some held out)")
+        with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
+            progress.add_task(f"target continuations for {len(train_ids)} + {len(val_ids)} prompts", total=None)
+            val_pairs = continuations(target, tokenizer, val_ids, settings.new_tokens, 0, settings.seed)
+            train_pairs = continuations(target, tokenizer, train_ids, settings.new_tokens,
+                                        settings.samples_per_prompt, settings.seed)
+            progress.add_task("target top-k logits", total=None)
+            val_set = label(target, val_pairs, settings.context, settings.top_k)
+            train_set = label(target, train_pairs, settings.context, settings.top_k)
+        torch.save((train_set, val_set), dataset_path)
+
+    vocab_ids = None
+    if settings.draft_vocab is not None:
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        vocab_ids = frequent_tokens(train_set, settings.draft_vocab, eos)
+    head = draft_head(draft, vocab_ids)
+    with draft.disable_adapter():
+        before = acceptance(draft_forward(draft, head), val_set)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f}"),
+               TextColumn("held-out agreement {task.fields[agreement]:.1%}"),
+               TimeElapsedColumn()]
+    with Progress(*columns) as progress:
+        history = train_lora(draft, train_set, val_set, settings, out, vocab_ids, progress, resume)
+    after = acceptance(draft_forward(draft, head), val_set)
+
+    draft.save_pretrained(out, safe_serialization=True)
+    if vocab_ids is not None:
+        adapters.save_vocab(out, vocab_ids)
+    adapters.write_metadata(out, adapters.AdapterMetadata(
+        target=adapters.target_fingerprint(target, tokenizer), from_target_layers=layers, draft_model=draft_model,
+        draft_vocab_size=None if vocab_ids is None else len(vocab_ids)))
+    report = {
+        "target": target_spec, "draft": draft_spec, "settings": settings.model_dump(),
+        "train_sequences": len(train_set), "held_out_sequences": len(val_set),
+        "before": before.as_dict(), "after": after.as_dict(), "history": history,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    return report
