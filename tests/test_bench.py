@@ -1,0 +1,245 @@
+"""`tgi-csd bench`: a smoke run on a tiny model (2 prompts, 8 tokens) writes every file, every method's
+outputs equal `ar`'s, a wrong output is flagged loudly, and bad input exits 2 naming the option."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from helpers import save_tiny_model_dir, tiny_llama
+from tgi_csd.bench.cost import compute_params, relative_costs, tokens_per_cost
+from tgi_csd.bench.methods import EngineMethod, HFGenerate, Method, Run
+from tgi_csd.bench.prompts import load_prompts
+from tgi_csd.bench.report import Results, markdown
+from tgi_csd.bench.runner import Measurement
+from tgi_csd.bench.summary import Row, Skipped, summarize
+from tgi_csd.cli import app
+from tgi_csd.errors import ConfigError
+from tgi_csd.models import cut_from_target
+from tgi_csd.reference import ReferenceOutput, compare
+
+runner = CliRunner()
+ALL_METHODS = "ar,hf-assisted,hf-prompt-lookup,ngram,sd,mag,csd,csd-lenient"
+PLOTS = ["speedup.png", "tokens_per_forward.png", "batch.png"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny target with a 2-layer cut drafter and MaG, and two repetitive prompts (MaG gets accepted)."""
+    folder = tmp_path_factory.mktemp("bench")
+    save_tiny_model_dir(folder / "tiny")
+    config = folder / "cascade.yaml"
+    config.write_text(yaml.safe_dump({
+        "target": {"model": str(folder / "tiny")},
+        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
+        "k_matrix": [[2, 2], [0, 3]],
+    }))
+    prompts = folder / "prompts.txt"
+    prompts.write_text("w3 w4 w5 w3 w4 w5 w6\n\nw7 w8 w9 w10 w7 w8\nw20 w21\n")
+    return folder, config, prompts
+
+
+def bench(config, prompts, out, *extra):
+    return runner.invoke(app, ["bench", "--config", str(config), "--prompts", str(prompts), "--limit", "2",
+                               "--max-new-tokens", "8", "--repeats", "1", "--out", str(out), *extra])
+
+
+def test_smoke_run_writes_results_and_every_output_equals_ar(setup):
+    folder, config, prompts = setup
+    out = folder / "out"
+    result = bench(config, prompts, out, "--methods", ALL_METHODS, "--batch-sizes", "1,2")
+    assert result.exit_code == 0, result.output
+    for name in ["results.json", "results.md", *PLOTS]:
+        assert (out / name).stat().st_size > 0, name
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "results.json").read_text())
+    assert {"torch", "transformers", "torch_threads", "cpu_model", "python"} <= set(data["environment"])
+    assert data["settings"]["prompts"] == 2 and data["settings"]["max_new_tokens"] == 8
+    assert data["costs"]["target_params"] > 0 and 0 < data["costs"]["drafters"]["half"] < 1
+    assert data["mismatches"] == 0
+
+    rows = {(r["method"], r["batch_size"]): r for r in data["rows"]}
+    assert set(rows) == {(m, b) for m in ALL_METHODS.split(",") for b in (1, 2)}
+    for method in ("hf-assisted", "hf-prompt-lookup"):
+        assert not rows[(method, 2)]["applicable"] and "batch size 1" in rows[(method, 2)]["reason"]
+    reference = rows[("ar", 1)]["outputs"]
+    assert len(reference) == 2 and all(len(o) >= 1 for o in reference)
+    measured = [r for r in data["rows"] if r["applicable"]]
+    assert len(measured) == 14
+    for row in measured:
+        where = f"{row['method']} at batch {row['batch_size']}"
+        assert row["outputs"] == reference, f"{where}: outputs differ from ar"
+        assert row["agreement"] == {"identical": 2, "near-tie": 0, "MISMATCH": 0}, where
+        assert row["tokens"] == sum(map(len, reference)), where
+        assert row["tokens_per_s"]["min"] <= row["tokens_per_s"]["median"] <= row["tokens_per_s"]["max"], where
+        assert row["target_forwards"] >= 1 and row["tokens_per_target_forward"] >= 1.0, where
+        assert 0.0 <= row["drafter_share"] < 1.0 and row["swi"] > 0, where
+    assert rows[("ar", 1)]["swi"] == 1.0 and rows[("ar", 1)]["speedup"]["median"] == 1.0
+    assert rows[("mag", 1)]["tokens_per_target_forward"] > 1.0, "no MaG draft accepted: acceptance is untested"
+    assert rows[("mag", 1)]["swi"] == rows[("mag", 1)]["tokens_per_target_forward"]  # MaG costs nothing
+    assert rows[("sd", 1)]["drafter_forwards"]["half"] > 0 and rows[("hf-assisted", 1)]["drafter_forwards"]["half"] > 0
+    assert "mag->target" in rows[("csd", 1)]["drafts"]
+    assert sum(r["best"] for r in measured if r["batch_size"] == 1) == 1
+    assert set(data["fastest"]) == {"1", "2"}
+    assert set(data["headline"]) == {"csd_vs_ar", "best_hf", "csd_vs_best_hf", "csd_vs_sd"}
+
+    text = (out / "results.md").read_text()
+    assert "| csd-lenient | 1 |" in text and "MISMATCH:" not in text and "identical 2/2" in text
+
+
+def test_a_wrong_output_is_marked_loudly_and_exits_1(setup, monkeypatch):
+    folder, config, prompts = setup
+    honest = EngineMethod.run
+
+    def broken(self, *args, **kwargs):
+        run = honest(self, *args, **kwargs)
+        run.outputs[0][-1] += 1
+        return run
+
+    monkeypatch.setattr(EngineMethod, "run", broken)
+    out = folder / "broken"
+    result = bench(config, prompts, out, "--methods", "ar,mag", "--batch-sizes", "1")
+    assert result.exit_code == 1, result.output
+    assert "MISMATCH" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["mismatches"] == 1
+    mag = next(r for r in data["rows"] if r["method"] == "mag")
+    assert mag["agreement"]["MISMATCH"] == 1 and not mag["best"]
+    assert "**MISMATCH 1/2**" in (out / "results.md").read_text()
+
+
+def test_batched_ar_pads_left_and_stops_each_row_at_its_eos():
+    target = tiny_llama()
+    prompts = [[3, 4, 5, 3, 4], [7, 8, 9, 10, 11, 12, 13], [20, 21]]
+    free = HFGenerate("ar", SimpleNamespace(target=target, eos_token_id=None), 0)
+    alone = free.run(prompts[:1], 1, 8, lambda _: None).outputs[0]
+    eos = next(t for i, t in enumerate(alone) if i >= 1 and t not in alone[:i])  # a token first emitted mid-output
+    ar = HFGenerate("ar", SimpleNamespace(target=target, eos_token_id=eos), 0)
+    one_by_one = ar.run(prompts, 1, 8, lambda _: None)
+    batched = ar.run(prompts, 2, 8, lambda _: None)
+    assert one_by_one.outputs[0] == alone[:alone.index(eos) + 1]
+    assert batched.outputs == one_by_one.outputs
+    assert batched.target_forwards < one_by_one.target_forwards
+
+
+class _Fixed(Method):
+    """A method that returns fixed outputs (summary and report logic without models)."""
+
+    def __init__(self, name: str, k: int | None = 4) -> None:
+        self.name, self.k = name, k
+
+    def run(self, prompts, batch_size, max_new_tokens, advance) -> Run:
+        raise NotImplementedError
+
+
+def _measurement(name: str, outputs: list[int], seconds: float, reference: ReferenceOutput) -> Measurement:
+    run = Run([outputs], seconds, target_forwards=len(outputs), target_seconds=seconds / 2,
+              drafter_forwards={}, drafter_seconds=0.0)
+    return Measurement(name, 1, 0, run, [compare(outputs, reference, 1e-3)])
+
+
+def test_summary_speedup_near_ties_and_best_exclude_mismatches():
+    reference = ReferenceOutput([5, 6, 7, 8], gaps=[3.0, 1e-5, 3.0, 3.0])
+    entries = [_Fixed("ar", 0), _Fixed("near"), _Fixed("wrong"), _Fixed("slow")]
+    measurements = [
+        _measurement("ar", [5, 6, 7, 8], 2.0, reference),
+        _measurement("near", [5, 9, 7, 8], 1.0, reference),  # differs at a near-tie: allowed
+        _measurement("wrong", [5, 6, 9, 8], 0.1, reference),  # fastest, but wrong
+        _measurement("slow", [5, 6, 7, 8], 4.0, reference),
+    ]
+    rows = summarize(entries, measurements, [1], {})
+    by_name = {r.method: r for r in rows}
+    assert by_name["near"].speedup.median == pytest.approx(2.0)
+    assert by_name["slow"].speedup.median == pytest.approx(0.5)
+    assert by_name["near"].agreement == {"identical": 0, "near-tie": 1, "MISMATCH": 0}
+    assert by_name["wrong"].differences == [{"prompt": 0, "agreement": "MISMATCH", "position": 2}]
+    assert [r.method for r in rows if isinstance(r, Row) and r.best] == ["near"]
+    results = Results({"prompts": 1, "prompt_source": "x", "max_new_tokens": 4, "repeats": 1, "config": "c"}, {},
+                      {}, [*rows, Skipped("sd", 1, "no model drafter in the config")], {})
+    text = markdown(results)
+    assert "**MISMATCH: 1 outputs differ" in text and "**MISMATCH 1/1**" in text
+    assert "near-tie 1" in text and "n/a: no model drafter in the config" in text
+
+
+def test_cost_model_counts_a_cut_drafts_layers_and_head():
+    target = tiny_llama(layers=4)
+    draft = cut_from_target(target, 2)
+    per_layer = sum(p.numel() for p in target.model.layers[0].parameters())
+    fixed = target.lm_head.weight.numel() + target.model.norm.weight.numel()  # untied: the embedding is a lookup
+    assert compute_params(target) == 4 * per_layer + fixed
+    assert relative_costs(target, {"d": draft})["d"] == pytest.approx((2 * per_layer + fixed) / (4 * per_layer + fixed))
+    assert tokens_per_cost(10, 10, {}, {}) == 1.0  # plain decoding
+    assert tokens_per_cost(10, 4, {"d": 6}, {"d": 0.5}) == pytest.approx(10 / 7)
+
+
+def test_k_sweep_benchmarks_each_valid_point_and_marks_the_best(setup):
+    folder, config, prompts = setup
+    grid = folder / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"grid": [[[1, 2], [0, 3]], [0, [0, 2]]]}))
+    out = folder / "sweep"
+    result = bench(config, prompts, out, "--k-sweep", str(grid), "--batch-sizes", "1")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    # [1,0]/[0,0] and [2,0]/[0,0] leave MaG unused: skipped
+    assert data["settings"]["k_sweep"] == {"grid": str(grid), "points": 6, "skipped": 2}
+    assert [r["method"] for r in data["rows"]] == ["ar", "csd[1,0/2]", "csd[1,3/0]", "csd[1,3/2]", "csd[2,0/2]",
+                                                   "csd[2,3/0]", "csd[2,3/2]"]
+    [best] = [r["method"] for r in data["rows"] if r["best"]]
+    assert data["fastest"] == {"1": best}
+    assert f"Fastest exact: batch 1: {best} (" in (out / "results.md").read_text()
+    assert all(r["outputs"] == data["rows"][0]["outputs"] for r in data["rows"])
+    assert all((out / name).is_file() for name in PLOTS)
+
+
+def test_prompt_files(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "def f():", "id": 1}\n\n{"prompt": "line one\\nline two"}\n')
+    assert load_prompts(jsonl, 10) == ["def f():", "line one\nline two"]
+    text = tmp_path / "p.txt"
+    text.write_text("a\n\nb\nc\n")
+    assert load_prompts(text, 2) == ["a", "b"]
+    jsonl.write_text('{"text": "no prompt"}\n')
+    with pytest.raises(ConfigError, match=r"--prompts: .* line 1 needs .* `prompt`"):
+        load_prompts(jsonl, 1)
+    humaneval = load_prompts(None, 2)
+    assert len(humaneval) == 2 and humaneval[0].startswith("from typing import List")
+
+
+def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):
+    _, config, prompts = setup
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    bad_grid = tmp_path / "grid.yaml"
+    bad_grid.write_text("grid: [[1, 2]]\n")
+    cases = [
+        (["--prompts", str(tmp_path / "missing.txt")], "--prompts: cannot read"),
+        (["--prompts", str(empty)], "--prompts:"),
+        (["--methods", "ar,medusa"], "--methods: unknown method 'medusa'"),
+        (["--limit", "0"], "--limit:"),
+        (["--max-new-tokens", "0"], "--max-new-tokens:"),
+        (["--repeats", "0"], "--repeats:"),
+        (["--batch-sizes", "1,0"], "--batch-sizes:"),
+        (["--k", "sd"], "--k:"),
+        (["--k", "csd=3"], "--k:"),
+        (["--k-sweep", str(bad_grid)], "--k-sweep:"),
+        (["--k-sweep", str(bad_grid), "--methods", "csd"], "--methods: not used with --k-sweep"),
+        (["--single-drafter", "nope"], "--single-drafter: no model drafter 'nope'"),
+    ]
+    for args, message in cases:
+        base = ["bench", "--config", str(config), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+        result = runner.invoke(app, base + args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"error: {message}" in result.output, (args, result.output)
