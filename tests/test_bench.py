@@ -12,12 +12,10 @@ from typer.testing import CliRunner
 from helpers import save_tiny_model_dir, tiny_llama
 from tgi_csd.bench.cost import compute_params, relative_costs, tokens_per_cost
 from tgi_csd.bench.methods import EngineMethod, HFGenerate, Method, Run
-from tgi_csd.bench.prompts import load_prompts
 from tgi_csd.bench.report import Results, markdown
 from tgi_csd.bench.runner import Measurement
 from tgi_csd.bench.summary import Row, Skipped, summarize
 from tgi_csd.cli import app
-from tgi_csd.errors import ConfigError
 from tgi_csd.models import cut_from_target
 from tgi_csd.reference import ReferenceOutput, compare
 
@@ -202,20 +200,6 @@ def test_k_sweep_benchmarks_each_valid_point_and_marks_the_best(setup):
     assert f"Fastest exact: batch 1: {best} (" in (out / "results.md").read_text()
     assert all(r["outputs"] == data["rows"][0]["outputs"] for r in data["rows"])
     assert all((out / name).is_file() for name in PLOTS)
-
-
-def test_prompt_files(tmp_path):
-    jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text('{"prompt": "def f():", "id": 1}\n\n{"prompt": "line one\\nline two"}\n')
-    assert load_prompts(jsonl, 10) == ["def f():", "line one\nline two"]
-    text = tmp_path / "p.txt"
-    text.write_text("a\n\nb\nc\n")
-    assert load_prompts(text, 2) == ["a", "b"]
-    jsonl.write_text('{"text": "no prompt"}\n')
-    with pytest.raises(ConfigError, match=r"--prompts: .* line 1 needs .* `prompt`"):
-        load_prompts(jsonl, 1)
-    humaneval = load_prompts(None, 2)
-    assert len(humaneval) == 2 and humaneval[0].startswith("from typing import List")
 
 
 def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):

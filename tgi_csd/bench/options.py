@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tgi_csd.bench.ksweep import load_grid
-from tgi_csd.bench.prompts import load_prompts
 from tgi_csd.config import CascadeConfig, load_config
 from tgi_csd.errors import ConfigError
+from tgi_csd.prompts import load_prompts
 
 METHODS = ("ar", "hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag", "csd", "csd-lenient")
 DEFAULT_METHODS = METHODS[:-1]
@@ -86,7 +86,8 @@ def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int,
     sizes = parse_batch_sizes(batch_sizes)
     ks = parse_ks(k or [])
     cascade = load_config(config)
-    texts = load_prompts(prompts, limit)
+    check_at_least("--limit", limit, 1)
+    texts = load_prompts(str(prompts) if prompts else "humaneval")[:limit]
     settings: dict = {
         "config": str(config), "cascade": cascade.model_dump(mode="json"),
         "prompt_source": str(prompts) if prompts else "HumanEval", "prompts": len(texts),
