@@ -35,7 +35,7 @@ lint: .nox-runner/.installed
 	.nox-runner/bin/nox -s lint
 
 test: .nox-runner/.installed
-	.nox-runner/bin/nox -s lint tests chart
+	.nox-runner/bin/nox -s lint tests chart integration
 
 # `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
 BENCH_CONFIG ?= examples/csd-2level.yaml

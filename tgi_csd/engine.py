@@ -5,18 +5,14 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tgi_csd.builder import build_drafters, wire_cascade
 from tgi_csd.cascade import Draft, HorizontalCascade
-from tgi_csd.config import CascadeConfig, MaGSpec, ModelDrafterSpec, TGINGramSpec
+from tgi_csd.config import CascadeConfig
 from tgi_csd.drafters.base import Drafter, RowInfo
-from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
-from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
-from tgi_csd.drafters.ngram import TGINGramDrafter
-from tgi_csd.errors import ConfigError
 from tgi_csd.runner import ModelRunner
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
@@ -92,56 +88,15 @@ class Engine:
         tokenizer = models.load_tokenizer(target_dir)
         target_model = models.load_model(target_dir, config.target.dtype)
         vocab = target_model.get_output_embeddings().weight.shape[0]
-        stats = EngineStats()
-        drafters: list[Drafter] = []
-        for spec in config.drafters:
-            if isinstance(spec, ModelDrafterSpec):
-                drafters.append(cls._model_drafter(spec, target_model, tokenizer, config.target.dtype, vocab))
-            elif isinstance(spec, MaGSpec):
-                if spec.bigram is None:
-                    bigram = None
-                elif spec.bigram == "default":
-                    bigram = models.default_bigram(tokenizer, vocab)
-                else:
-                    bigram = BigramTable.load(Path(spec.bigram), tokenizer)
-                drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram))
-            elif isinstance(spec, TGINGramSpec):
-                drafters.append(TGINGramDrafter(spec.name))
-        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer, stats)
-
-    @staticmethod
-    def _model_drafter(spec: ModelDrafterSpec, target_model, tokenizer, dtype: str, vocab: int) -> ModelDrafter:
-        from tgi_csd import models
-
-        if spec.from_target_layers is not None:
-            model = models.cut_from_target(target_model, spec.from_target_layers)
-        else:
-            folder = models.resolve_model(spec.model)
-            if tokenizer_fingerprint(models.load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
-                raise ConfigError(f"drafters.{spec.name}.model: its tokenizer differs from the target's; "
-                                  "a drafter must share the target's vocabulary")
-            model = models.load_model(folder, dtype)
-        drafter_vocab = model.get_output_embeddings().weight.shape[0]
-        if drafter_vocab != vocab:
-            raise ConfigError(f"drafters.{spec.name}: vocabulary size {drafter_vocab} differs from the target's "
-                              f"{vocab}; a drafter must share the target's vocabulary")
-        if spec.adapter:
-            from tgi_csd.adapters import target_fingerprint
-
-            fingerprint = target_fingerprint(target_model, tokenizer)
-            model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers)
-        return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
+        drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab)
+        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer)
 
     @classmethod
     def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],
                  tokenizer, stats: EngineStats | None = None) -> Engine:
         """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r."""
         stats = stats or EngineStats()
-        top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)
-        model_drafters = [d for d in drafters if isinstance(d, ModelDrafter)]
-        for drafter, row in zip(model_drafters, k_matrix[1:]):
-            drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats)
-        return cls(target, top, drafters, tokenizer, stats)
+        return cls(target, wire_cascade(drafters, k_matrix, stats), drafters, tokenizer, stats)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:

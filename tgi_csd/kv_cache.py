@@ -21,12 +21,13 @@ class RaggedKVCache(Cache):
     is_compileable = False
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 capacity: int = 256) -> None:
+                 capacity: int = 256, device: torch.device | str = "cpu") -> None:
         # Cache.__init__ differs between transformers releases and sets nothing we use.
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.dtype = dtype
+        self.device = torch.device(device)
         self.keys = [self._empty(0, capacity) for _ in range(num_layers)]
         self.values = [self._empty(0, capacity) for _ in range(num_layers)]
         self.lengths: list[int] = []
@@ -36,7 +37,7 @@ class RaggedKVCache(Cache):
         self._window = 0
 
     def _empty(self, batch: int, capacity: int) -> torch.Tensor:
-        return torch.zeros(batch, self.num_kv_heads, capacity, self.head_dim, dtype=self.dtype)
+        return torch.zeros(batch, self.num_kv_heads, capacity, self.head_dim, dtype=self.dtype, device=self.device)
 
     @property
     def capacity(self) -> int:
@@ -56,7 +57,7 @@ class RaggedKVCache(Cache):
 
     def keep_rows(self, keep: list[int]) -> None:
         """Keep only rows `keep`, in that order."""
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
                 buffers[i] = buf.index_select(0, index)
@@ -89,15 +90,17 @@ class RaggedKVCache(Cache):
             pad = width - count
             positions.append([0] * pad + list(range(start, start + count)))
             write_pos.append([scratch] * pad + list(range(start, start + count)))
-        position_ids = torch.tensor(positions, dtype=torch.long)
-        self._write_pos = torch.tensor(write_pos, dtype=torch.long)
-        self._rows = None if rows == list(range(self.batch_size)) else torch.tensor(rows, dtype=torch.long)
-        self._row_index = (torch.arange(self.batch_size) if self._rows is None else self._rows)[:, None]
+        device = self.device
+        position_ids = torch.tensor(positions, dtype=torch.long, device=device)
+        self._write_pos = torch.tensor(write_pos, dtype=torch.long, device=device)
+        all_rows = rows == list(range(self.batch_size))
+        self._rows = None if all_rows else torch.tensor(rows, dtype=torch.long, device=device)
+        self._row_index = (torch.arange(self.batch_size, device=device) if all_rows else self._rows)[:, None]
         self._window = window
-        keys = torch.arange(window)
+        keys = torch.arange(window, device=device)
         allowed = keys[None, None, :] <= position_ids[:, :, None]
         # Padding queries (position 0) see key 0 only: never an all-masked row, so never NaN.
-        mask = torch.zeros(allowed.shape, dtype=self.dtype)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
         return position_ids, mask[:, None]
 

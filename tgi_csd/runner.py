@@ -30,6 +30,7 @@ class ModelRunner:
             num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
             head_dim=head_dim,
             dtype=model.dtype,
+            device=model.device,
         )
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -84,7 +85,8 @@ class ModelRunner:
             cached.extend(fresh)
             new_tokens.append(fresh)
         width = max(len(t) for t in new_tokens)
-        input_ids = torch.tensor([[0] * (width - len(t)) + t for t in new_tokens], dtype=torch.long)
+        input_ids = torch.tensor([[0] * (width - len(t)) + t for t in new_tokens], dtype=torch.long,
+                                 device=self.cache.device)
         position_ids, mask = self.cache.prepare(rows, [len(t) for t in new_tokens], width)
         keep = max(num_logits)
         start = time.perf_counter()

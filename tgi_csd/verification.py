@@ -26,7 +26,7 @@ class Verdict:
     probs: list[torch.Tensor | None] | None = None
 
 
-def _draft_grid(drafts: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _draft_grid(drafts: list[list[int]], width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-aligned draft ids `[R, width]` (-1 where none) and each row's first used column."""
     grid = torch.full((len(drafts), width), -1, dtype=torch.long)
     starts = []
@@ -35,12 +35,12 @@ def _draft_grid(drafts: list[list[int]], width: int) -> tuple[torch.Tensor, torc
         starts.append(start)
         if draft:
             grid[i, start : width - 1] = torch.tensor(draft)
-    return grid, torch.tensor(starts)
+    return grid.to(device), torch.tensor(starts, device=device)
 
 
 def _leading_run(ok: torch.Tensor, starts: torch.Tensor) -> list[int]:
     """Length of the run of True from column `starts[i]` in each row (the last column never counts)."""
-    columns = torch.arange(ok.shape[1])
+    columns = torch.arange(ok.shape[1], device=ok.device)
     ok = (ok | (columns[None, :] < starts[:, None])) & (columns[None, :] < ok.shape[1] - 1)
     return (ok.long().cumprod(1).sum(1) - starts).tolist()
 
@@ -51,7 +51,7 @@ def _emit(drafts: list[list[int]], accepted: list[int], chosen: list[list[int]],
 
 def verify_greedy(logits: torch.Tensor, drafts: list[list[int]]) -> Verdict:
     """Accept the longest prefix equal to the reviewer's argmax; emit the argmax after it."""
-    grid, starts = _draft_grid(drafts, logits.shape[1])
+    grid, starts = _draft_grid(drafts, logits.shape[1], logits.device)
     best = logits.argmax(-1)
     accepted = _leading_run(best == grid, starts)
     return Verdict(accepted, _emit(drafts, accepted, best.tolist(), starts.tolist()))
@@ -62,7 +62,7 @@ def verify_lenient(logits: torch.Tensor, drafts: list[list[int]], leniency: floa
     `max_prob / leniency`. Used only by drafters reviewing lower drafters (the paper's
     leniency): the drafts they pass up differ from their own greedy output; the target's
     verification stays exact, so final outputs are unchanged, only acceptance moves."""
-    grid, starts = _draft_grid(drafts, logits.shape[1])
+    grid, starts = _draft_grid(drafts, logits.shape[1], logits.device)
     logp = logits.log_softmax(-1)
     best_logp, best = logp.max(-1)
     draft_logp = logp.gather(-1, grid.clamp(min=0)[..., None]).squeeze(-1)
@@ -96,7 +96,7 @@ def verify_sampled(
             probs, sampled = None, rows.argmax(-1).tolist()
         else:
             probs = warp(rows, param)
-            sampled = sample_inverse_cdf(probs, draw[: len(draft) + 1].float()).tolist()
+            sampled = sample_inverse_cdf(probs, draw[: len(draft) + 1].float().to(probs.device)).tolist()
         emitted: list[int] = []
         for j, token in enumerate(draft):
             q = draft_probs[i][j] if draft_probs is not None else None
@@ -108,7 +108,7 @@ def verify_sampled(
                 p_token, q_token = probs[j, token].item(), q[token].item()
                 if accept[j].item() * q_token >= p_token:
                     residual = (probs[j] - q).clamp_(min=0)
-                    emitted.append(int(sample_inverse_cdf(residual, draw[j].float()).item()))
+                    emitted.append(int(sample_inverse_cdf(residual, draw[j].float().to(probs.device)).item()))
                     break
             emitted.append(token)
         else:

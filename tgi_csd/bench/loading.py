@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from transformers import PreTrainedModel
 
 from tgi_csd import models
+from tgi_csd.builder import bigram_table, model_drafter
 from tgi_csd.config import CascadeConfig, DrafterSpec, MaGSpec, ModelDrafterSpec
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.bigram import BigramTable
@@ -32,8 +31,7 @@ class BenchModels:
         self.vocab = self.target.get_output_embeddings().weight.shape[0]
         # Built and checked exactly as `Engine.from_config` does; only the HF model is kept.
         self.drafter_models: dict[str, PreTrainedModel] = {
-            spec.name: Engine._model_drafter(spec, self.target, self.tokenizer, config.target.dtype,
-                                             self.vocab).runner.model
+            spec.name: model_drafter(spec, self.target, self.tokenizer, config.target.dtype, self.vocab).runner.model
             for spec in config.model_drafters
         }
         self._bigrams: dict[str | None, BigramTable | None] = {}
@@ -48,13 +46,7 @@ class BenchModels:
     def bigram(self, source: str | None) -> BigramTable | None:
         """MaG's bigram table as `MaGSpec.bigram` names it (loaded or built once)."""
         if source not in self._bigrams:
-            if source is None:
-                table = None
-            elif source == "default":
-                table = models.default_bigram(self.tokenizer, self.vocab)
-            else:
-                table = BigramTable.load(Path(source), self.tokenizer)
-            self._bigrams[source] = table
+            self._bigrams[source] = bigram_table(source, self.tokenizer, self.vocab)
         return self._bigrams[source]
 
     def _drafter(self, spec: DrafterSpec) -> Drafter:

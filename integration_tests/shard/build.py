@@ -1,0 +1,180 @@
+"""The `local shard` launcher: patch a TGI v3.3.7 tree, install its server into a venv, run the real shard.
+
+`prepare(tgi_src)` copies the tree (`TGI_SRC`) into a scratch folder, applies `patches/` with
+`tgi-csd patch`, generates the gRPC stubs from the tree's `proto/v3` (for the server, and for the
+test's router-like client), and installs the server into a venv layered on the running Python's
+site-packages (torch, transformers and tgi-csd come from there; the venv adds TGI's runtime deps and
+the versions the shard needs: transformers 4.51.3, compressed-tensors 0.9.4, triton). Cached by a key
+over the series and the pins; `TGI_CSD_SHARD_VENV` points at a venv prepared earlier instead.
+
+`Shard` starts `text-generation-server serve` on CPU. TGI's CPU flash path needs
+`intel_extension_for_pytorch`; when the venv has none (IPEX has no build for current torch), the
+pure-torch stand-in in `ipex_standin/` goes first on the shard's PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SERIES = REPO / "patches"
+STANDIN = HERE / "ipex_standin"
+
+# What the shard imports beyond torch/transformers/tgi-csd, and the versions TGI 3.3.7's CPU flash
+# path needs (newer transformers breaks the flash model imports; compressed-tensors 0.20 needs newer
+# transformers).
+PINS = [
+    "transformers==4.51.3", "tokenizers==0.21.1", "compressed-tensors==0.9.4", "triton", "outlines<1.0",
+    "click<8.2.0", "typer>=0.15.1", "grpcio>=1.67", "grpcio-reflection>=1.67", "grpcio-status>=1.67",
+    "grpc-interceptor>=0.15.4", "loguru>=0.7.3", "opentelemetry-api>=1.27.0", "opentelemetry-exporter-otlp>=1.27.0",
+    "opentelemetry-instrumentation-grpc>=0.50b0", "prometheus-client", "py-cpuinfo", "sentencepiece", "pillow",
+    "einops", "hf-transfer", "kernels", "pluggy>=1.3", "peft==0.15.2",
+    "grpcio-tools", "mypy-protobuf",  # stub generation (TGI's `make gen-server`)
+]
+
+
+def _run(cmd: list[str], log: Path, **kwargs) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(map(str, cmd))}\n")
+        out.flush()
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+    if result.returncode:
+        raise RuntimeError(f"`{' '.join(map(str, cmd))}` failed ({result.returncode}); see {log}")
+
+
+def cache_key(tgi_src: Path) -> str:
+    digest = hashlib.sha256()
+    for patch in sorted(SERIES.glob("*.patch")):
+        digest.update(patch.read_bytes())
+    digest.update("\n".join([str(tgi_src.resolve()), sys.executable, *PINS]).encode())
+    return digest.hexdigest()[:12]
+
+
+def generate_stubs(python: Path, proto_dir: Path, out: Path, log: Path) -> None:
+    """TGI's `make gen-server-raw`: python + grpc stubs from proto/v3, imports made package-relative."""
+    out.mkdir(parents=True, exist_ok=True)
+    _run([str(python), "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
+          str(proto_dir / "generate.proto")], log)
+    for path in out.glob("*.py"):
+        text = path.read_text().replace("\nimport generate_pb2", "\nfrom . import generate_pb2")
+        path.write_text(text)
+    (out / "__init__.py").touch()
+
+
+def prepare(tgi_src: Path, work: Path) -> Path:
+    """A venv whose `text-generation-server` is the patched v3.3.7 server; returns the venv folder."""
+    preset = os.environ.get("TGI_CSD_SHARD_VENV")
+    if preset:
+        return Path(preset)
+    root = work / cache_key(tgi_src)
+    venv = root / "venv"
+    if (root / "ready").is_file():
+        return venv
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    log = root / "build.log"
+    tree = root / "tgi"
+    shutil.copytree(tgi_src, tree, ignore=shutil.ignore_patterns(".git", "target", "node_modules"))
+    _run([sys.executable, "-m", "tgi_csd.cli", "patch", "--tgi-src", str(tree), "--series", str(SERIES)], log,
+         cwd=REPO)
+    _run([sys.executable, "-m", "venv", str(venv)], log)
+    python = venv / "bin" / "python"
+    site = next((venv / "lib").glob("python*/site-packages"))
+    parents = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "_tgi_csd_parent.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n"
+    )
+    # pip never uninstalls the parent's packages (they are outside this venv): pins land here and win.
+    _run([str(python), "-m", "pip", "install", "-q", *PINS], log)
+    server = tree / "server"
+    generate_stubs(python, tree / "proto" / "v3", server / "text_generation_server" / "pb", log)
+    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(server)], log)
+    generate_stubs(python, tree / "proto" / "v3", root / "client_pb" / "tgi_pb", log)
+    (root / "ready").write_text(str(tgi_src))
+    return venv
+
+
+def client_stubs(venv: Path) -> Path:
+    """The folder holding the `tgi_pb` client stubs generated next to `venv`."""
+    stubs = venv.parent / "client_pb"
+    if not (stubs / "tgi_pb" / "generate_pb2.py").is_file():
+        tree = venv.parent / "tgi"
+        if not tree.is_dir():
+            raise RuntimeError(f"{venv}: no client stubs next to it (prepare it with integration_tests/shard/build.py)")
+        generate_stubs(venv / "bin" / "python", tree / "proto" / "v3", stubs / "tgi_pb", venv.parent / "build.log")
+    return stubs
+
+
+def has_real_ipex(venv: Path) -> bool:
+    probe = "import importlib.util as u; print(u.find_spec('intel_extension_for_pytorch') is not None)"
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
+class Shard:
+    """One `text-generation-server serve` process on a unix socket."""
+
+    def __init__(self, venv: Path, model: Path, workdir: Path, name: str, speculate: int = 0,
+                 strategy: str | None = None, config: str | None = None, dtype: str = "float32",
+                 env_only: bool = False) -> None:
+        self.uds = workdir / f"{name}.sock"
+        self.log_path = workdir / f"{name}.log"
+        args = ["serve", str(model), "--uds-path", str(self.uds)]
+        env = {**os.environ, "ATTENTION": "paged", "PREFIX_CACHING": "0", "HF_HUB_OFFLINE": "1",
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TGI_CSD_SHARD_DTYPE": dtype}
+        env.pop("SPECULATION_STRATEGY", None)
+        env.pop("SPECULATION_CONFIG", None)
+        if speculate:
+            args += ["--speculate", str(speculate)]
+        if strategy and env_only:  # what an unpatched launcher does: the shard reads the environment
+            env["SPECULATION_STRATEGY"] = strategy
+            if config:
+                env["SPECULATION_CONFIG"] = config
+        elif strategy:
+            args += ["--speculation-strategy", strategy] + (["--speculation-config", config] if config else [])
+        if not has_real_ipex(venv):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STANDIN), env.get("PYTHONPATH")]))
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen([str(venv / "bin" / "python"), str(HERE / "serve.py"), *args], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.uds}-0"
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        socket = Path(f"{self.uds}-0")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shard exited ({self.process.returncode}):\n{self.tail()}")
+            if socket.exists():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"shard not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+if __name__ == "__main__":  # prepare once: python integration_tests/shard/build.py TGI_SRC [WORK]
+    source = Path(sys.argv[1])
+    target = Path(sys.argv[2]) if len(sys.argv) > 2 else Path.home() / ".cache" / "tgi-csd" / "integration"
+    print(prepare(source, target))

@@ -1,0 +1,83 @@
+"""Drafters and cascade wiring from a `CascadeConfig`: shared by the engine and the TGI strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from tgi_csd.cascade import HorizontalCascade
+from tgi_csd.config import DrafterSpec, MaGSpec, ModelDrafterSpec, TGINGramSpec
+from tgi_csd.drafters.base import Drafter
+from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
+from tgi_csd.drafters.mag import MaGDrafter
+from tgi_csd.drafters.model import ModelDrafter
+from tgi_csd.drafters.ngram import TGINGramDrafter
+from tgi_csd.errors import ConfigError
+from tgi_csd.runner import ModelRunner
+from tgi_csd.stats import EngineStats
+
+
+def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, tokenizer, dtype: str,
+                  vocab: int) -> ModelDrafter:
+    """A neural drafter: cut from `target_model` or loaded, then its adapter merged.
+
+    `target_model` may be None only when the drafter is a separate model; then an adapter's
+    target binding cannot be checked and is not.
+    """
+    from tgi_csd import models
+
+    if spec.from_target_layers is not None:
+        if target_model is None:
+            raise ConfigError(f"drafters.{spec.name}.from_target_layers: needs the target's weights")
+        model = models.cut_from_target(target_model, spec.from_target_layers)
+    else:
+        folder = models.resolve_model(spec.model)
+        if tokenizer_fingerprint(models.load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
+            raise ConfigError(f"drafters.{spec.name}.model: its tokenizer differs from the target's; "
+                              "a drafter must share the target's vocabulary")
+        model = models.load_model(folder, dtype)
+    drafter_vocab = model.get_output_embeddings().weight.shape[0]
+    if drafter_vocab != vocab:
+        raise ConfigError(f"drafters.{spec.name}: vocabulary size {drafter_vocab} differs from the target's "
+                          f"{vocab}; a drafter must share the target's vocabulary")
+    if spec.adapter:
+        from tgi_csd.adapters import target_fingerprint
+
+        fingerprint = None if target_model is None else target_fingerprint(target_model, tokenizer)
+        model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers)
+    return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
+
+
+def bigram_table(source: str | None, tokenizer, vocab: int) -> BigramTable | None:
+    """MaG's bigram table as `MaGSpec.bigram` names it: None, 'default' (built once, cached) or a path."""
+    from tgi_csd import models
+
+    if source is None:
+        return None
+    if source == "default":
+        return models.default_bigram(tokenizer, vocab)
+    return BigramTable.load(Path(source), tokenizer)
+
+
+def build_drafters(specs: list[DrafterSpec], target_model: PreTrainedModel | None, tokenizer, dtype: str,
+                   vocab: int) -> list[Drafter]:
+    """One drafter per spec, in config order (largest first)."""
+    drafters: list[Drafter] = []
+    for spec in specs:
+        if isinstance(spec, ModelDrafterSpec):
+            drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab))
+        elif isinstance(spec, MaGSpec):
+            bigram = bigram_table(spec.bigram, tokenizer, vocab)
+            drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram))
+        elif isinstance(spec, TGINGramSpec):
+            drafters.append(TGINGramDrafter(spec.name))
+    return drafters
+
+
+def wire_cascade(drafters: list[Drafter], k_matrix: list[list[int]], stats: EngineStats) -> HorizontalCascade:
+    """Row 0 of the k-matrix drafts for the target (returned); row r for model drafter r (set as its `below`)."""
+    model_drafters = [d for d in drafters if isinstance(d, ModelDrafter)]
+    for drafter, row in zip(model_drafters, k_matrix[1:]):
+        drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats)
+    return HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)

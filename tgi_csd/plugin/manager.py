@@ -1,0 +1,200 @@
+"""Loads speculation strategies through pluggy and drives the selected one for a TGI shard.
+
+`StrategyManager` finds strategies by entry point (group `tgi_speculation`: built-in ones and
+third parties' alike) and creates one. The `ActiveStrategy` it returns turns TGI's batch events
+into the hooks of `tgi_csd.plugin.hookspecs`, keeps track of which request is in which batch
+(so `filter` and `clear_cache` can name the requests that left), and shapes every proposal into
+exactly `[B, S]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pluggy
+
+from tgi_csd.errors import ConfigError
+from tgi_csd.plugin import hookspecs
+
+ENTRY_POINT_GROUP = "tgi_speculation"
+
+
+class StrategyError(RuntimeError):
+    """A strategy broke its contract (e.g. proposed more than `speculate` ids)."""
+
+
+class StrategyManager:
+    """The strategies installed in this environment (entry points), plus any registered by hand."""
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        if load_entry_points:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+
+    def register(self, plugin: object, name: str) -> None:
+        """Add a strategy module/object by hand (tests; strategies not installed as a package)."""
+        self.pm.register(plugin, name=name)
+
+    def installed(self) -> list[str]:
+        """Names of the strategies that can be created, sorted."""
+        return sorted({impl.plugin_name for impl in self.pm.hook.tgi_speculation_create.get_hookimpls()})
+
+    def create(self, name: str, *, speculate: int, model: Any = None, tokenizer: Any = None, device: Any = None,
+               config: str | None = None, model_id: str | None = None, dtype: Any = None,
+               vocab_size: int | None = None) -> ActiveStrategy:
+        installed = self.installed()
+        if name not in installed:
+            raise ConfigError(
+                f"--speculation-strategy: unknown strategy {name!r}; installed: {', '.join(installed) or 'none'} "
+                f"(strategies register under the entry-point group {ENTRY_POINT_GROUP!r})"
+            )
+        if not speculate or speculate <= 0:
+            raise ConfigError(
+                f"--speculation-strategy {name}: needs --speculate N with N > 0 (the number of draft ids per "
+                "step, which sizes each request's KV slots)"
+            )
+        others = [plugin for plugin_name, plugin in self.pm.list_name_plugin() if plugin_name != name]
+        create = self.pm.subset_hook_caller("tgi_speculation_create", remove_plugins=others)
+        strategy = create(model=model, tokenizer=tokenizer, device=device, speculate=speculate, config=config,
+                          model_id=model_id, dtype=dtype, vocab_size=vocab_size)
+        if strategy is None:
+            raise StrategyError(f"strategy {name!r}: tgi_speculation_create returned None")
+        return ActiveStrategy(name, strategy, speculate, device)
+
+
+class ActiveStrategy:
+    """One created strategy, driven by batch events.
+
+    Invariants: every live request is in exactly one batch of `batches`; a request is announced
+    to the strategy (`add`) once and released once (`filter` / `clear_cache`).
+    """
+
+    def __init__(self, name: str, strategy: object, speculate: int, device: Any = None) -> None:
+        self.name = name
+        self.strategy = strategy
+        self.speculate = speculate
+        self.device = device
+        # Only the strategy object answers the per-batch hooks (its module answered `create`).
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(strategy, name=name)
+        self.hook = self.pm.hook
+        self.batches: dict[int, list[int]] = {}
+        self.owner: dict[int, int] = {}  # request id -> batch id
+        self.proposals = 0
+
+    # -- membership ------------------------------------------------------------------------------
+    def _set_batch(self, batch_id: int, request_ids: Sequence[int]) -> None:
+        self.batches[batch_id] = list(request_ids)
+        for request_id in request_ids:
+            self.owner[request_id] = batch_id
+
+    def _release(self, request_ids: list[int]) -> None:
+        for request_id in request_ids:
+            batch_id = self.owner.pop(request_id, None)
+            members = self.batches.get(batch_id)
+            if members is not None and request_id in members:
+                members.remove(request_id)
+                if not members:
+                    del self.batches[batch_id]
+
+    @property
+    def live_requests(self) -> list[int]:
+        return list(self.owner)
+
+    # -- events ----------------------------------------------------------------------------------
+    def add(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]]) -> None:
+        """Requests of a freshly prefilled batch. Ids still held from a batch that was never
+        released (e.g. warmup) are released first, so their stale state is not reused."""
+        stale: dict[int, list[int]] = {}
+        for request_id in request_ids:
+            if request_id in self.owner:
+                stale.setdefault(self.owner[request_id], []).append(request_id)
+        for old_batch, ids in stale.items():
+            self._release(ids)
+            self.hook.tgi_speculation_clear_cache(batch_id=old_batch, request_ids=ids)
+        self.hook.tgi_speculation_add(request_ids=list(request_ids), histories=list(histories))
+        previous = self.batches.get(batch_id, [])
+        self._set_batch(batch_id, [*previous, *request_ids])
+
+    def propose(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]],
+                accepted: Sequence[int]):
+        """Exactly `[B, S]` draft ids (a torch tensor on `self.device`)."""
+        unknown = [i for i, r in enumerate(request_ids) if r not in self.owner]
+        if unknown:  # never announced (the host missed a prefill): announce now
+            self.add(batch_id, [request_ids[i] for i in unknown], [histories[i] for i in unknown])
+        self._set_batch(batch_id, request_ids)
+        result = self.hook.tgi_speculation_propose(
+            batch_id=batch_id, request_ids=list(request_ids), histories=list(histories),
+            accepted=list(accepted), speculate=self.speculate,
+        )
+        self.proposals += 1
+        return self.shape(result, request_ids, histories)
+
+    def filter(self, batch_id: int, request_ids: Sequence[int]) -> list[int]:
+        """Batch `batch_id` kept `request_ids` (in that order); returns the ids that left."""
+        kept = set(request_ids)
+        removed = [r for r in self.batches.get(batch_id, []) if r not in kept]
+        self._release(removed)
+        self._set_batch(batch_id, request_ids)
+        self.hook.tgi_speculation_filter(batch_id=batch_id, request_ids=list(request_ids), removed=removed)
+        return removed
+
+    def concatenate(self, batch_ids: Sequence[int], batch_id: int, request_ids: Sequence[int]) -> None:
+        for old in batch_ids:
+            self.batches.pop(old, None)
+        self._set_batch(batch_id, request_ids)
+        self.hook.tgi_speculation_concatenate(batch_ids=list(batch_ids), batch_id=batch_id,
+                                              request_ids=list(request_ids))
+
+    def clear_cache(self, batch_id: int | None = None) -> list[int]:
+        """Drop one batch (or all); returns the request ids released."""
+        if batch_id is None:
+            removed = list(self.owner)
+            self.batches.clear()
+            self.owner.clear()
+        else:
+            removed = list(self.batches.get(batch_id, []))
+            self._release(removed)
+            self.batches.pop(batch_id, None)
+        self.hook.tgi_speculation_clear_cache(batch_id=batch_id, request_ids=removed)
+        return removed
+
+    def stats(self) -> dict:
+        stats = self.hook.tgi_speculation_stats() or {}
+        return {"strategy": self.name, "speculate": self.speculate, "proposals": self.proposals, **stats}
+
+    # -- the [B, S] contract ---------------------------------------------------------------------
+    def shape(self, result, request_ids: Sequence[int], histories: Sequence[list[int]]):
+        """Pad each row to S (repeating its last draft id, or its last token); refuse more than S."""
+        import torch
+
+        size, width = len(request_ids), self.speculate
+        if result is None:
+            raise StrategyError(f"strategy {self.name!r}: tgi_speculation_propose returned None")
+        if isinstance(result, torch.Tensor):
+            if result.dim() != 2 or result.shape[0] != size:
+                raise StrategyError(
+                    f"strategy {self.name!r}: proposed a tensor of shape {tuple(result.shape)}; expected [{size}, "
+                    f"<= {width}]"
+                )
+            rows = result.tolist() if result.shape[1] != width else None
+            if rows is None:
+                return result.to(device=self.device, dtype=torch.int64)
+        else:
+            rows = [list(row) for row in result]
+            if len(rows) != size:
+                raise StrategyError(f"strategy {self.name!r}: proposed {len(rows)} rows for a batch of {size}")
+        padded = []
+        for request_id, row, history in zip(request_ids, rows, histories):
+            if len(row) > width:
+                raise StrategyError(
+                    f"strategy {self.name!r}: proposed {len(row)} ids for request {request_id}, more than "
+                    f"speculate={width}; the verify forward has exactly {width} KV slots per request, so more would "
+                    "overwrite another request's cache"
+                )
+            fill = row[-1] if row else (history[-1] if history else 0)
+            padded.append([int(t) for t in row] + [int(fill)] * (width - len(row)))
+        return torch.tensor(padded, dtype=torch.int64, device=self.device).reshape(size, width)

@@ -1,0 +1,109 @@
+"""The TGI side of the strategy seam: reads TGI's batch objects and drives an `ActiveStrategy`.
+
+TGI's patched server (`text_generation_server/utils/speculation_strategy.py`, added by
+`patches/0001-*.patch`) calls these methods; this module is the only one in tgi-csd that knows
+TGI's `FlashCausalLMBatch` fields. Imported only when a strategy is selected.
+
+Histories: the seam keeps each live request's token history as a Python list, read once from
+`all_input_ids_tensor` right after the request's prefill, then grown by the tokens each step
+accepted. Its length is checked against TGI's (`cache_lengths + input_lengths + accepted`) every
+step; on a mismatch the row is read again from the device tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from tgi_csd.plugin.manager import ActiveStrategy, StrategyManager
+
+log = logging.getLogger(__name__)
+
+
+class TGISeam:
+    def __init__(self, active: ActiveStrategy) -> None:
+        self.active = active
+        self.histories: dict[int, list[int]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.active.name
+
+    @classmethod
+    def load(cls, model, name: str, config: str | None, speculate: int | None = None,
+             manager: StrategyManager | None = None) -> TGISeam:
+        """Create strategy `name` for TGI model `model` (before Warmup)."""
+        if speculate is None:
+            from text_generation_server.utils.speculate import get_speculate
+
+            speculate = get_speculate()
+        manager = manager or StrategyManager()
+        if not hasattr(model, "batch_type") or not hasattr(model.batch_type, "concatenate") or \
+                "FlashCausalLM" not in [k.__name__ for k in type(model).__mro__]:
+            from tgi_csd.errors import ConfigError
+
+            raise ConfigError(
+                f"--speculation-strategy {name}: model class {type(model).__name__} has no speculation (only "
+                "FlashCausalLM and its subclasses speculate in TGI 3.3.7; on CPU that needs the IPEX backend)"
+            )
+        config_obj = getattr(model, "config", None)
+        vocab_size = getattr(config_obj, "vocab_size", None) or len(model.tokenizer)
+        active = manager.create(
+            name, speculate=speculate, model=model, tokenizer=model.tokenizer, device=model.device, config=config,
+            model_id=getattr(model, "model_id", None), dtype=getattr(model, "dtype", None), vocab_size=vocab_size,
+        )
+        return cls(active)
+
+    # -- the proposal seam -----------------------------------------------------------------------
+    def propose(self, batch, accepted_ids: torch.Tensor, next_input_ids: torch.Tensor,
+                cu_accepted_ids: torch.Tensor, prefill: bool) -> torch.Tensor:
+        """`[B, S]` draft ids for `batch`, called in `FlashCausalLM.generate_token` right before
+        `batch.speculative_ids = speculative_ids` (the batch's lengths are not yet advanced)."""
+        request_ids = [r.id for r in batch.requests]
+        lengths = (batch.cache_lengths_tensor + batch.input_lengths_tensor + accepted_ids).tolist()
+        accepted = accepted_ids.tolist()
+        fresh = [i for i, r in enumerate(request_ids) if prefill or r not in self.histories]
+        if fresh:
+            width = max(lengths[i] for i in fresh)
+            rows = batch.all_input_ids_tensor[fresh, :width].tolist()
+            for slot, i in enumerate(fresh):
+                self.histories[request_ids[i]] = rows[slot][: lengths[i]]
+            self.active.add(batch.batch_id, [request_ids[i] for i in fresh],
+                            [self.histories[request_ids[i]] for i in fresh])
+        fresh_set = set(fresh)
+        if len(fresh) < len(request_ids):
+            tokens = next_input_ids.tolist()
+            cu = cu_accepted_ids.tolist()
+            for i, request_id in enumerate(request_ids):
+                if i in fresh_set:
+                    continue
+                history = self.histories[request_id]
+                if len(history) + accepted[i] == lengths[i]:
+                    history.extend(tokens[cu[i]:cu[i + 1]])
+                else:  # out of step (should not happen): read the row again
+                    log.warning("speculation seam: request %s history out of step; re-reading it", request_id)
+                    history[:] = batch.all_input_ids_tensor[i, : lengths[i]].tolist()
+        histories = [self.histories[r] for r in request_ids]
+        return self.active.propose(batch.batch_id, request_ids, histories, accepted)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _forget(self, request_ids) -> None:
+        for request_id in request_ids:
+            self.histories.pop(request_id, None)
+
+    def filter(self, batch) -> None:
+        self._forget(self.active.filter(batch.batch_id, [r.id for r in batch.requests]))
+
+    def concatenate(self, batch_ids, batch) -> None:
+        self.active.concatenate(list(batch_ids), batch.batch_id, [r.id for r in batch.requests])
+
+    def clear_cache(self, batch_id: int | None) -> None:
+        removed = self.active.clear_cache(batch_id)
+        if batch_id is None:
+            self.histories.clear()
+        else:
+            self._forget(removed)
+
+    def stats(self) -> dict:
+        return self.active.stats()
