@@ -137,12 +137,16 @@ def parse_config(data: object, source: str = "config") -> CascadeConfig:
         raise ConfigError(f"{source}: {_format(error)}") from None
 
 
+def read_yaml(path: Path, option: str) -> object:
+    """The parsed YAML file, or one error naming `option` (unreadable file, invalid YAML)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{option}: cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{option}: {path} is not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path) -> CascadeConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"--config: cannot read {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config: {path} is not valid YAML: {error}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path, "--config"), str(path))

@@ -14,9 +14,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import yaml
-
-from tgi_csd.config import CascadeConfig
+from tgi_csd.config import CascadeConfig, read_yaml
 from tgi_csd.errors import ConfigError
 
 
@@ -34,12 +32,7 @@ def _cell(value: object, where: str) -> list[int]:
 
 def load_grid(path: Path, config: CascadeConfig) -> tuple[list[CascadeConfig], int]:
     """The grid's valid points as cascades over the config's drafters, and how many were skipped."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"--k-sweep: cannot read {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--k-sweep: {path} is not valid YAML: {error}") from None
+    data = read_yaml(path, "--k-sweep")
     shape = [len(row) for row in config.k_matrix]
     grid = data.get("grid") if isinstance(data, dict) and set(data) == {"grid"} else None
     if not isinstance(grid, list) or [len(row) if isinstance(row, list) else None for row in grid] != shape:
