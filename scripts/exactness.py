@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out", help="also write the results here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    console = Console()
+    console = Console(width=140)
 
     engines = {path: Engine.from_config(load_config(path)) for path in args.configs}
     first = next(iter(engines.values()))
