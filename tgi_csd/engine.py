@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,7 +50,6 @@ class _Sequence:
     stream: UniformStream | None
     generated: int = 0
     finish_reason: str | None = None
-    stops: list[str] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -58,9 +57,9 @@ class _Sequence:
 
 
 class Engine:
-    """Target + cascade. Each `step()` admits waiting requests (target prefill gives their first
-    token), then drafts for every running sequence, verifies all drafts in one target forward,
-    and retires finished sequences.
+    """Target + cascade. A `step()` either admits the waiting requests (one target prefill gives
+    their first tokens) or, when none wait, drafts for every running sequence and verifies all
+    drafts in one target forward; then it retires finished sequences.
 
     Invariants: the target's and every drafter's rows follow `self.running` in order; emitted
     tokens are always the target's own choices (greedy argmax or seeded sample), so outputs do
@@ -103,7 +102,7 @@ class Engine:
         """Queue a request; it joins the batch at the next step."""
         length = request.max_new_tokens + self.top.max_tokens + 1
         stream = None if request.params.greedy else UniformStream(request.params.seed, length)
-        self.waiting.append(_Sequence(request, list(request.prompt_ids), stream, stops=request.stop))
+        self.waiting.append(_Sequence(request, list(request.prompt_ids), stream))
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -185,7 +184,7 @@ class Engine:
                 seq.finish_reason = "eos"
             elif seq.generated >= seq.request.max_new_tokens:
                 seq.finish_reason = "length"
-            elif seq.stops and self._hits_stop(seq):
+            elif seq.request.stop and self._hits_stop(seq):
                 seq.finish_reason = "stop"
             if seq.finish_reason:
                 return
@@ -193,9 +192,9 @@ class Engine:
     def _hits_stop(self, seq: _Sequence) -> bool:
         # Checked after every token, so a stop string found now ends at this token. A token
         # decodes to at least one character except for byte fragments: 8 tokens of margin.
-        window = max(len(s) for s in seq.stops) + 8
+        window = max(len(s) for s in seq.request.stop) + 8
         text = self.tokenizer.decode(seq.tokens[len(seq.request.prompt_ids):][-window:])
-        return any(s in text for s in seq.stops)
+        return any(s in text for s in seq.request.stop)
 
     def _retire(self) -> list[Result]:
         keep = [i for i, s in enumerate(self.running) if s.finish_reason is None]
