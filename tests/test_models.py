@@ -46,6 +46,38 @@ def test_adapter_is_merged_into_a_copy(tmp_path):
     assert torch.equal(base.model.layers[0].self_attn.q_proj.weight, before), "the base model was modified"
 
 
+def test_unmerged_adapters_share_the_target_weights(tmp_path):
+    import copy
+
+    target = tiny_llama(layers=4)
+    target_logits = target(torch.tensor([[3, 4, 5]])).logits.detach()
+    references = []
+    for seed, name in [(1, "a"), (2, "b")]:
+        torch.manual_seed(seed)
+        references.append(make_adapter(copy.deepcopy(cut_from_target(target, 2)), tmp_path / name))
+    drafts = [apply_adapter(cut_from_target(target, 2), str(tmp_path / name), merge=False) for name in "ab"]
+    merged = apply_adapter(cut_from_target(target, 2), str(tmp_path / "a"))
+    ids = torch.tensor([[3, 4, 5]])
+    with torch.inference_mode():
+        for draft, reference in zip(drafts, references):
+            torch.testing.assert_close(draft(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(drafts[0](ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(drafts[0](ids).logits, drafts[1](ids).logits)
+        torch.testing.assert_close(target(ids).logits, target_logits)
+    target_q = target.model.layers[0].self_attn.q_proj
+    assert type(target_q) is torch.nn.Linear, "LoRA leaked into the target's modules"
+    for draft in drafts:
+        q = draft.model.layers[0].self_attn.q_proj
+        assert q.base_layer.weight.data_ptr() == target_q.weight.data_ptr(), "base weights were copied"
+        assert draft.lm_head.weight.data_ptr() == target.lm_head.weight.data_ptr()
+
+
+def test_config_needs_an_adapter_to_leave_it_unmerged(tmp_path):
+    with pytest.raises(ConfigError, match="merge_adapter: false.* needs an .adapter"):
+        config_for(tmp_path, [{"type": "model", "name": "d", "from_target_layers": 2, "merge_adapter": False},
+                              {"type": "mag"}], [[2, 0], [0, 2]])
+
+
 def test_adapter_errors(tmp_path):
     base = tiny_llama(layers=2)
     with pytest.raises(ConfigError, match="adapter: .* not a peft adapter folder"):
@@ -84,6 +116,30 @@ def test_engine_from_config_on_a_saved_model(tmp_path):
     ref = plain.generate([Request(prompt_ids=prompt, max_new_tokens=16, ignore_eos=True)])[0]
     assert out.token_ids == ref.token_ids
     assert set(engine.report()["drafts"]) >= {"d2->target", "mag->d2"}
+
+
+def test_engine_with_two_unmerged_adapters_on_one_base(tmp_path):
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    for seed, name in [(1, "a"), (2, "b")]:
+        torch.manual_seed(seed)
+        make_adapter(cut_from_target(tiny_llama(layers=4), 3 if name == "a" else 2), tmp_path / name)
+    config = config_for(
+        folder,
+        [{"type": "model", "name": "d3", "from_target_layers": 3, "adapter": str(tmp_path / "a"),
+          "merge_adapter": False},
+         {"type": "model", "name": "d2", "from_target_layers": 2, "adapter": str(tmp_path / "b"),
+          "merge_adapter": False},
+         {"type": "mag", "bigram": None}],
+        [[3, 1, 1], [0, 2, 1], [0, 0, 2]],
+    )
+    engine = Engine.from_config(config)
+    plain = Engine.from_config(config_for(folder, [], [[]]))
+    prompts = [engine.tokenizer(text).input_ids for text in ("w5 w6 w7 w5 w6", "w9 w3 w9 w3 w9 w3")]
+    requests = [Request(prompt_ids=p, max_new_tokens=16, ignore_eos=True) for p in prompts]
+    outs = engine.generate(requests)
+    refs = plain.generate([Request(prompt_ids=p, max_new_tokens=16, ignore_eos=True) for p in prompts])
+    assert [o.token_ids for o in outs] == [r.token_ids for r in refs]
+    assert set(engine.report()["drafts"]) >= {"d3->target", "d2->d3", "mag->d2"}
 
 
 def test_drafter_with_another_vocabulary_is_refused(tmp_path):

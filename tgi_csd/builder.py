@@ -6,24 +6,27 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
+from tgi_csd.adaptive import KController, SizeCost
 from tgi_csd.cascade import HorizontalCascade
-from tgi_csd.config import DrafterSpec, MaGSpec, ModelDrafterSpec, TGINGramSpec
+from tgi_csd.config import AdaptiveSettings, DrafterSpec, MaGSpec, ModelDrafterSpec, TGINGramSpec
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.errors import ConfigError
+from tgi_csd.kv_cache import BudgetedKVCache
 from tgi_csd.runner import ModelRunner
 from tgi_csd.stats import EngineStats
 
 
 def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, tokenizer, dtype: str,
-                  vocab: int) -> ModelDrafter:
-    """A neural drafter: cut from `target_model` or loaded, then its adapter merged.
+                  vocab: int, loaded: dict[tuple[Path, str], PreTrainedModel] | None = None) -> ModelDrafter:
+    """A neural drafter: cut from `target_model` or loaded, then its adapter applied (merged or not).
 
-    `target_model` may be None only when the drafter is a separate model; then an adapter's
-    target binding cannot be checked and is not.
+    `loaded` caches separate models by folder and dtype, so drafters naming one model share its
+    weights (each keeps its own unmerged adapter). `target_model` may be None only when the drafter
+    is a separate model; then an adapter's target binding cannot be checked and is not.
     """
     from tgi_csd import models
 
@@ -36,7 +39,10 @@ def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, 
         if tokenizer_fingerprint(models.load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
             raise ConfigError(f"drafters.{spec.name}.model: its tokenizer differs from the target's; "
                               "a drafter must share the target's vocabulary")
-        model = models.load_model(folder, dtype)
+        loaded = {} if loaded is None else loaded
+        if (folder, dtype) not in loaded:
+            loaded[folder, dtype] = models.load_model(folder, dtype)
+        model = loaded[folder, dtype]
     drafter_vocab = model.get_output_embeddings().weight.shape[0]
     if drafter_vocab != vocab:
         raise ConfigError(f"drafters.{spec.name}: vocabulary size {drafter_vocab} differs from the target's "
@@ -45,7 +51,7 @@ def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, 
         from tgi_csd.adapters import target_fingerprint
 
         fingerprint = None if target_model is None else target_fingerprint(target_model, tokenizer)
-        model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers)
+        model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers, spec.merge_adapter)
     return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
 
 
@@ -61,23 +67,55 @@ def bigram_table(source: str | None, tokenizer, vocab: int) -> BigramTable | Non
 
 
 def build_drafters(specs: list[DrafterSpec], target_model: PreTrainedModel | None, tokenizer, dtype: str,
-                   vocab: int) -> list[Drafter]:
-    """One drafter per spec, in config order (largest first)."""
+                   vocab: int, kv_budget_mb: float | None = None) -> list[Drafter]:
+    """One drafter per spec, in config order (largest first); the model drafters' KV capped at
+    `kv_budget_mb` MiB together (`share_kv_budget`), or not capped when None."""
     drafters: list[Drafter] = []
+    loaded: dict[tuple[Path, str], PreTrainedModel] = {}
     for spec in specs:
         if isinstance(spec, ModelDrafterSpec):
-            drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab))
+            drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab, loaded))
         elif isinstance(spec, MaGSpec):
             bigram = bigram_table(spec.bigram, tokenizer, vocab)
             drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram))
         elif isinstance(spec, TGINGramSpec):
             drafters.append(TGINGramDrafter(spec.name))
+    if kv_budget_mb is not None:
+        share_kv_budget(drafters, kv_budget_mb)
     return drafters
 
 
-def wire_cascade(drafters: list[Drafter], k_matrix: list[list[int]], stats: EngineStats) -> HorizontalCascade:
-    """Row 0 of the k-matrix drafts for the target (returned); row r for model drafter r (set as its `below`)."""
+def share_kv_budget(drafters: list[Drafter], budget_mb: float) -> None:
+    """Cap the model drafters' KV buffers at `budget_mb` MiB together (before any row joins), split in
+    proportion to what a token position costs each, so that each holds as many positions."""
+    runners = [d.runner for d in drafters if isinstance(d, ModelDrafter)]
+    costs = [BudgetedKVCache.position_bytes(r.cache) for r in runners]
+    for runner, cost in zip(runners, costs):
+        runner.limit_kv(int(budget_mb * 2**20 * cost / sum(costs)))
+
+
+def wire_cascade(drafters: list[Drafter], k_matrix: list[list[int]], stats: EngineStats,
+                 adaptive: AdaptiveSettings | None = None, target_cost: SizeCost | None = None,
+                 verify_width: int | None = None) -> HorizontalCascade:
+    """Row 0 of the k-matrix drafts for the target (returned); row r for model drafter r (set as its `below`).
+
+    With `adaptive`, each row gets a `KController` bounded by the row: the target's row costed by
+    `target_cost` (verifying `verify_width` tokens per draft when the target pads drafts), a model
+    drafter's row by that drafter's own forward cost.
+    """
     model_drafters = [d for d in drafters if isinstance(d, ModelDrafter)]
     for drafter, row in zip(model_drafters, k_matrix[1:]):
         drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats)
-    return HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)
+        if adaptive is not None:
+            _steer(drafter.below, drafter.runner.cost, adaptive, None)
+    top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)
+    if adaptive is not None:
+        if target_cost is None:
+            raise ValueError("adaptive cascades need the target's forward cost")
+        _steer(top, target_cost, adaptive, verify_width)
+    return top
+
+
+def _steer(row: HorizontalCascade, cost: SizeCost, adaptive: AdaptiveSettings, verify_width: int | None) -> None:
+    names = [d.name for d, _ in row.segments]
+    row.steer(KController(names, [k for _, k in row.segments], cost, adaptive, verify_width))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
+from tgi_csd.adaptive import KController
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
@@ -23,31 +25,47 @@ class Draft:
 class HorizontalCascade:
     """One row of the k-matrix: `segments[j] = (drafter, k_j)`; drafter j proposes up to k_j tokens
     continuing what drafters 0..j-1 proposed. Larger drafters come first (earlier positions are
-    the most likely to be accepted, so they get the best drafter)."""
+    the most likely to be accepted, so they get the best drafter).
+
+    With a `controller` the k_j are upper bounds and each `propose` uses the controller's choice.
+    """
 
     def __init__(self, reviewer: str, segments: list[tuple[Drafter, int]], stats: EngineStats) -> None:
         self.reviewer = reviewer
         self.segments = [(d, k) for d, k in segments if k > 0]
         self.stats = stats
+        self.controller: KController | None = None
+        self.sizes = [k for _, k in self.segments]
 
     @property
     def max_tokens(self) -> int:
         return sum(k for _, k in self.segments)
 
+    def steer(self, controller: KController) -> None:
+        """Let `controller` (over this row's drafters and bounds) choose the sizes per call."""
+        self.controller = controller
+
     def propose(self, rows: list[int], seqs: list[TokenSeq], limits: list[int]) -> Draft:
-        """Drafts of at most `min(max_tokens, limits[i])` tokens."""
+        """Drafts of at most `min(sum(sizes), limits[i])` tokens."""
+        if self.controller is not None:
+            self.sizes = self.controller.choose(len(rows))
+        self.stats.current_k[self.reviewer] = {d.name: k for (d, _), k in zip(self.segments, self.sizes)}
         tokens: list[list[int]] = [[] for _ in rows]
         origins: list[list[str]] = [[] for _ in rows]
         probs: list[list[torch.Tensor | None]] | None = None
-        for drafter, k in self.segments:
+        for (drafter, _), k in zip(self.segments, self.sizes):
             active = [i for i, limit in enumerate(limits) if limit > len(tokens[i])]
-            if not active:
-                break
-            proposal = drafter.propose(
-                [rows[i] for i in active],
-                [seqs[i].extended(tokens[i]) for i in active],
-                [min(k, limits[i] - len(tokens[i])) for i in active],
-            )
+            if not active or not k:
+                continue
+            counts = [min(k, limits[i] - len(tokens[i])) for i in active]
+            start = time.perf_counter()
+            proposal = drafter.propose([rows[i] for i in active], [seqs[i].extended(tokens[i]) for i in active],
+                                       counts)
+            seconds = time.perf_counter() - start
+            self.stats.calls[drafter.name] += 1
+            self.stats.call_seconds[drafter.name] += seconds
+            if self.controller is not None:
+                self.controller.observe_call(drafter.name, sum(counts), seconds)
             if proposal.probs is not None and probs is None:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(active):
@@ -60,7 +78,14 @@ class HorizontalCascade:
         return Draft(tokens, origins, probs)
 
     def record(self, draft: Draft, accepted: list[int]) -> None:
-        """Count accepted draft tokens per drafter."""
+        """Count proposed / accepted draft tokens per drafter and per position; teach the controller."""
         for origins, count in zip(draft.origins, accepted):
-            for name in origins[:count]:
-                self.stats.pairs[(self.reviewer, name)].accepted += 1
+            if origins:
+                self.stats.drafts[self.reviewer] += 1
+            for p, name in enumerate(origins):
+                self.stats.positions[(self.reviewer, p)].proposed += 1
+                if p < count:
+                    self.stats.positions[(self.reviewer, p)].accepted += 1
+                    self.stats.pairs[(self.reviewer, name)].accepted += 1
+        if self.controller is not None:
+            self.controller.observe_review(draft.origins, accepted)

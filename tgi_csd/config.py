@@ -30,6 +30,10 @@ class ModelDrafterSpec(_Strict):
         None, ge=1, description="use the target's first N layers + its final norm and head"
     )
     adapter: str | None = Field(None, description="folder of a peft LoRA adapter (safetensors)")
+    merge_adapter: bool = Field(
+        True, description="fold the adapter into a private copy of the weights (fastest); false keeps it "
+        "unmerged on weights shared with the target or with other drafters of the same model (least memory)"
+    )
     leniency: float | None = Field(
         None, ge=1.0, description="LOSSY for this drafter's drafts (not for outputs): accept lower drafts "
         "whose probability is >= max/leniency"
@@ -43,6 +47,8 @@ class ModelDrafterSpec(_Strict):
                 f"drafter '{self.name}': set exactly one of `model` (a separate model) or "
                 "`from_target_layers` (a draft cut from the target)"
             )
+        if not self.merge_adapter and self.adapter is None:
+            raise ValueError(f"drafter '{self.name}': `merge_adapter: false` needs an `adapter`")
         if self.leniency is not None and self.sample:
             raise ValueError(f"drafter '{self.name}': `leniency` applies to greedy drafting; drop it or `sample`")
         return self
@@ -70,6 +76,17 @@ class TGINGramSpec(_Strict):
 DrafterSpec = Annotated[ModelDrafterSpec | MaGSpec | TGINGramSpec, Field(discriminator="type")]
 
 
+class AdaptiveSettings(_Strict):
+    """How the controller steers. The k-matrix's entries become upper bounds."""
+
+    window_steps: int = Field(64, ge=2, description="acceptance statistics forget with this horizon (steps)")
+    margin: float = Field(0.05, ge=0, description="predicted gain needed before switching allocation")
+    hold_steps: int = Field(8, ge=1, description="steps an allocation is kept before it may change")
+    probe_every: int = Field(32, ge=2, description="right after warmup and then every N steps, measure an "
+                             "alternative (off while on, the best speculative allocation while off)")
+    warmup_steps: int = Field(4, ge=0, description="steps at the k-matrix's bounds before steering")
+
+
 class CascadeConfig(_Strict):
     """Target, drafters from largest to smallest, and the k-matrix.
 
@@ -81,6 +98,14 @@ class CascadeConfig(_Strict):
     target: TargetSpec
     drafters: list[DrafterSpec] = Field(default_factory=list, description="largest first; empty = no speculation")
     k_matrix: list[list[int]]
+    adaptive: AdaptiveSettings | None = Field(
+        None, description="steer the k-matrix online (its entries become upper bounds; 0 = speculation off)"
+    )
+    drafter_kv_budget_mb: float | None = Field(
+        None, gt=0, description="cap on the KV cache memory of all model drafters together, in MiB (2^20 bytes), "
+        "split so that each drafter holds as many tokens; beyond it the least recently used sequences' "
+        "drafter caches are dropped and rebuilt when needed (outputs unchanged); null = no cap"
+    )
 
     @property
     def model_drafters(self) -> list[ModelDrafterSpec]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tgi_csd.builder import build_drafters, wire_cascade
 from tgi_csd.cascade import Draft, HorizontalCascade
-from tgi_csd.config import CascadeConfig
+from tgi_csd.config import AdaptiveSettings, CascadeConfig
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.runner import ModelRunner
@@ -87,15 +87,19 @@ class Engine:
         tokenizer = models.load_tokenizer(target_dir)
         target_model = models.load_model(target_dir, config.target.dtype)
         vocab = target_model.get_output_embeddings().weight.shape[0]
-        drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab)
-        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer)
+        drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab,
+                                  kv_budget_mb=config.drafter_kv_budget_mb)
+        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer,
+                            adaptive=config.adaptive)
 
     @classmethod
     def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],
-                 tokenizer, stats: EngineStats | None = None) -> Engine:
-        """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r."""
+                 tokenizer, stats: EngineStats | None = None, adaptive: AdaptiveSettings | None = None) -> Engine:
+        """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r;
+        with `adaptive`, the k-matrix's entries are bounds and controllers choose per step."""
         stats = stats or EngineStats()
-        return cls(target, wire_cascade(drafters, k_matrix, stats), drafters, tokenizer, stats)
+        top = wire_cascade(drafters, k_matrix, stats, adaptive, target.cost)
+        return cls(target, top, drafters, tokenizer, stats)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -159,6 +163,8 @@ class Engine:
         seqs = [TokenSeq(s.tokens) for s in self.running]
         limits = [min(self.top.max_tokens, s.remaining - 1) for s in self.running]
         draft = self.top.propose(rows, seqs, limits)
+        if not any(self.top.sizes):
+            self.stats.speculation_off_steps += 1
         logits = self.target.forward(
             rows, [seq.extended(d) for seq, d in zip(seqs, draft.tokens)], [len(d) + 1 for d in draft.tokens]
         )
@@ -213,10 +219,14 @@ class Engine:
     # -- reporting -------------------------------------------------------------------------------
     def report(self) -> dict:
         """Stats with model-forward counts and times read from the runners."""
+        return self.refresh_stats().as_dict()
+
+    def refresh_stats(self) -> EngineStats:
+        """`self.stats` with model-forward counts and times copied from the runners."""
         self.stats.target_forwards = self.target.forwards
         self.stats.target_seconds = self.target.forward_seconds
         for drafter in self.drafters:
             if isinstance(drafter, ModelDrafter):
                 self.stats.drafter_forwards[drafter.name] = drafter.runner.forwards
                 self.stats.drafter_seconds[drafter.name] = drafter.runner.forward_seconds
-        return self.stats.as_dict()
+        return self.stats

@@ -157,12 +157,25 @@ def cut_from_target(target: PreTrainedModel, layers: int) -> PreTrainedModel:
     return draft.eval()
 
 
-def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str | None = None,
-                  from_target_layers: int | None = None) -> PreTrainedModel:
-    """Merge a peft LoRA adapter into a private copy of `model` (the original is untouched).
+def share_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """A new module tree over the same parameter and buffer tensors (no weight is copied).
 
-    With `target_fingerprint`, an adapter whose tgi-csd metadata names another target or draft
-    shape is refused; a reduced draft vocabulary saved with the adapter replaces the LM head.
+    Invariant: changing the copy's modules (e.g. injecting LoRA layers) leaves `model` untouched,
+    while both keep reading one set of base weights.
+    """
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
+def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str | None = None,
+                  from_target_layers: int | None = None, merge: bool = True) -> PreTrainedModel:
+    """A peft LoRA adapter on `model`, which itself is never modified.
+
+    `merge`: folded into a private copy of the weights (fastest forward). Otherwise kept unmerged on
+    a `share_weights` view, so drafters that share one base (the target's layers, or one loaded
+    model) each add only their LoRA weights. With `target_fingerprint`, an adapter whose tgi-csd
+    metadata names another target or draft shape is refused; a reduced draft vocabulary saved with
+    the adapter replaces the LM head.
     """
     from tgi_csd import adapters
 
@@ -176,14 +189,17 @@ def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str 
     from peft import PeftModel
 
     try:
-        merged = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+        if merge:
+            adapted = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+        else:
+            adapted = PeftModel.from_pretrained(share_weights(model), str(folder)).get_base_model()
     except (ValueError, RuntimeError, KeyError) as error:
         raise ConfigError(f"adapter: {folder} does not fit this drafter ({error}); check its rank and "
                           "target modules, or distill it for this draft") from None
     vocab = adapters.load_vocab(folder)
     if vocab is not None:
-        adapters.restrict_head(merged, vocab)
-    return merged.eval()
+        adapters.restrict_head(adapted, vocab)
+    return adapted.eval()
 
 
 def stdlib_corpus(max_bytes: int = 4_000_000) -> list[str]:

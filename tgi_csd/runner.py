@@ -8,7 +8,8 @@ import time
 import torch
 from transformers import PreTrainedModel
 
-from tgi_csd.kv_cache import RaggedKVCache
+from tgi_csd.adaptive import SizeCost
+from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
 from tgi_csd.tokens import TokenSeq
 
 
@@ -17,7 +18,8 @@ class ModelRunner:
 
     Invariant: cache row `r` holds the KV of `cached[r][:cache.lengths[r]]`; `synced[r]` leading
     tokens of `cached[r]` are known to equal the row's committed history, so finding what to
-    re-feed never scans the whole history.
+    re-feed never scans the whole history. The cache may lower a row's length at any `reserve` (a
+    KV budget dropping the row); like a rollback, the next forward then re-feeds what is missing.
     """
 
     def __init__(self, model: PreTrainedModel, name: str) -> None:
@@ -39,6 +41,14 @@ class ModelRunner:
         self.synced: list[int] = []
         self.forwards = 0
         self.forward_seconds = 0.0
+        self.cost = SizeCost()  # seconds per forward by tokens fed (rows x padded width)
+
+    def limit_kv(self, budget_bytes: int) -> None:
+        """Cap the KV buffers at `budget_bytes` (a `BudgetedKVCache`); only before any row joins."""
+        assert self.cache.batch_size == 0, "set the KV budget before rows join"
+        cache = self.cache
+        self.cache = BudgetedKVCache(cache.num_layers, cache.num_kv_heads, cache.head_dim, cache.dtype,
+                                     budget_bytes, cache.device)
 
     # -- batch membership (mirrors the engine's rows) --------------------------------------------
     def add_rows(self, count: int) -> None:
@@ -66,6 +76,11 @@ class ModelRunner:
         while i < end and cached[i] == seq[i]:
             i += 1
         return min(i, end)
+
+    def reserve(self, rows: list[int], needs: list[int]) -> list[bool]:
+        """Which of `rows` the coming forwards may feed, row `rows[i]` up to `needs[i]` tokens long
+        (all, unless the KV is capped); the forwards until the next `reserve` take only those."""
+        return self.cache.reserve(rows, needs)
 
     # -- the forward -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -98,7 +113,9 @@ class ModelRunner:
             logits_to_keep=keep,
             **{self._cache_kwarg: self.cache},
         )
-        self.forward_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.forward_seconds += seconds
         self.forwards += 1
+        self.cost.observe(len(rows) * width, seconds)
         self.cache.commit(rows, [len(self.cached[r]) for r in rows])
         return out.logits.float() if out.logits.dtype != torch.float32 else out.logits

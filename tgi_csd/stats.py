@@ -1,4 +1,5 @@
-"""Counters the engine keeps: per reviewer/drafter pair proposals and acceptances, forwards, time."""
+"""Counters the engine keeps: per reviewer/drafter pair and per draft position proposals and
+acceptances, drafter calls and their time, forwards, speculation-off steps and the current k."""
 
 from __future__ import annotations
 
@@ -20,14 +21,25 @@ class PairStats:
 
 @dataclass
 class EngineStats:
+    """Cumulative counters (never decrease). Keys: `pairs[(reviewer, drafter)]`,
+    `positions[(reviewer, p)]` for 0-based position p of a reviewer's draft, `drafts[reviewer]`
+    (rows that got a non-empty draft), `calls[drafter]` / `call_seconds[drafter]` (propose calls
+    and their wall time, nested drafting included), `current_k[reviewer][drafter]`."""
+
     target_forwards: int = 0
     generated_tokens: int = 0
     steps: int = 0
+    speculation_off_steps: int = 0
     step_seconds: float = 0.0
     target_seconds: float = 0.0
     drafter_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     drafter_forwards: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     pairs: dict[tuple[str, str], PairStats] = field(default_factory=lambda: defaultdict(PairStats))
+    positions: dict[tuple[str, int], PairStats] = field(default_factory=lambda: defaultdict(PairStats))
+    drafts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    call_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    current_k: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def tokens_per_target_forward(self) -> float:
@@ -45,6 +57,8 @@ class EngineStats:
             "generated_tokens": self.generated_tokens,
             "tokens_per_target_forward": round(self.tokens_per_target_forward, 3),
             "steps": self.steps,
+            "speculation_off_steps": self.speculation_off_steps,
+            "current_k": {reviewer: dict(ks) for reviewer, ks in self.current_k.items()},
             "seconds": {
                 "steps": round(self.step_seconds, 4),
                 "target_forwards": round(self.target_seconds, 4),
@@ -60,4 +74,10 @@ class EngineStats:
                 }
                 for (reviewer, drafter), s in self.pairs.items()
             },
+            "positions": {
+                f"{reviewer}[{p}]": {"proposed": s.proposed, "accepted": s.accepted}
+                for (reviewer, p), s in sorted(self.positions.items())
+            },
+            "drafter_calls": {name: {"calls": n, "seconds": round(self.call_seconds[name], 4)}
+                              for name, n in self.calls.items()},
         }

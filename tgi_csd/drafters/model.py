@@ -21,7 +21,8 @@ class ModelDrafter(Drafter):
     this model and keeps the accepted prefix plus this model's own next token, until every row has
     its k tokens. Without `leniency` the proposals equal this model's greedy continuation (or,
     with `sample`, are exact samples of its distribution); with `leniency` they are not (lossy
-    for this level only: the target still verifies exactly).
+    for this level only: the target still verifies exactly). A row whose KV cannot be resident this
+    call (a KV budget, see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it.
     """
 
     neural = True
@@ -72,6 +73,9 @@ class ModelDrafter(Drafter):
         out: list[list[int]] = [[] for _ in rows]
         out_probs: list[list[torch.Tensor | None]] = [[] for _ in rows]
         pending = [i for i, count in enumerate(counts) if count > 0]
+        # A round feeds at most the sequence, its proposals so far and a draft: `count - 1` tokens past it.
+        resident = self.runner.reserve([rows[i] for i in pending], [len(seqs[i]) + counts[i] - 1 for i in pending])
+        pending = [i for i, ok in zip(pending, resident) if ok]
         while pending:
             sub_rows = [rows[i] for i in pending]
             sub_seqs = [seqs[i].extended(out[i]) for i in pending]

@@ -1,0 +1,234 @@
+"""Adaptive k: the cost model's pieces, the controller's choices and hysteresis, and exact engines."""
+
+import pytest
+import torch
+
+from helpers import StubTokenizer, build_engine
+from tgi_csd.adaptive import KController, PositionAcceptance, SizeCost
+from tgi_csd.config import AdaptiveSettings, parse_config
+from tgi_csd.drafters.base import Drafter, Proposal
+from tgi_csd.drafters.mag import MaGDrafter
+from tgi_csd.drafters.model import ModelDrafter
+from tgi_csd.engine import Engine, Request
+from tgi_csd.models import cut_from_target
+from tgi_csd.reference import Agreement, compare, reference_generate
+from tgi_csd.runner import ModelRunner
+
+PROMPTS = [[1, 2, 3, 4, 5, 1, 2, 3], [7, 8, 9], [40, 41, 42, 40, 41], [3, 3, 3, 3, 3, 3, 3, 3], [9, 8, 7, 6, 5]]
+TOLERANCE = 1e-4  # near-tie: top-2 logit gap of the reference below this
+SETTINGS = AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=1000, margin=0.05)
+
+
+def test_size_cost_interpolates_and_extrapolates():
+    cost = SizeCost(smoothing=0.5)
+    assert cost.predict(4) is None
+    cost.observe(4, 1.0)
+    assert cost.predict(40) == 1.0  # one point: flat
+    cost.observe(8, 2.0)
+    assert cost.predict(6) == pytest.approx(1.5)
+    assert cost.predict(12) == pytest.approx(3.0)
+    assert cost.predict(0) == pytest.approx(0.0)
+    cost.observe(8, 4.0)  # moving average, not the last value
+    assert cost.predict(8) == pytest.approx(3.0)
+
+
+def test_position_acceptance_is_conditional_and_windowed():
+    acceptance = PositionAcceptance(window=20)
+    for _ in range(100):  # position 0 always accepted, position 1 never (given 0 was)
+        acceptance.observe([["mag", "mag", "mag"]], [1])
+    rates = acceptance.rates("mag", 3)
+    assert rates[0] > 0.9 and rates[1] < 0.1
+    assert 0.1 < rates[2] < 0.9, "position 2 was never reached: it borrows the pooled rate"
+    for _ in range(100):  # the workload shifts: everything accepted
+        acceptance.observe([["mag", "mag", "mag"]], [3])
+    assert min(acceptance.rates("mag", 3)) > 0.9, "old evidence did not fade"
+
+
+def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0) -> KController:
+    """A controller whose reviewer costs `1 + slope * n` seconds for n tokens, whose drafters cost
+    `drafter_cost` per drafted token and are accepted with probability `rate` at every position."""
+    cost = SizeCost()
+    for n in (4, 16, 64):
+        cost.observe(n, 1.0 + slope * n)
+    names = [f"d{i}" for i in range(len(bounds))]
+    ctl = KController(names, list(bounds), cost, SETTINGS)
+    for name in names:
+        for n in (1, 100):
+            ctl.observe_call(name, n, drafter_cost * n)
+    ctl.acceptance = _exact(names, rate, sum(bounds))
+    ctl.steps = 1  # past the probe right after warmup
+    return ctl
+
+
+def _exact(names, rate, depth):
+    acceptance = PositionAcceptance(window=10**6, strength=1e-9)
+    for name in names:
+        for p in range(depth):
+            acceptance.reached[name, p] = 1000.0
+            acceptance.accepted[name, p] = 1000.0 * rate
+    return acceptance
+
+
+def test_cheap_verification_drafts_long_expensive_turns_speculation_off():
+    assert controller(slope=0.0, rate=0.8).choose(rows=1) == [6]
+    assert controller(slope=1.0, rate=0.3).choose(rows=16) == [0], "verification costs more than it saves"
+    middle = controller(slope=0.02, rate=0.6).choose(rows=4)
+    assert 0 < middle[0] < 6
+
+
+def test_expensive_drafter_gets_fewer_positions():
+    cheap = controller(slope=0.0, rate=0.5, bounds=(4,), drafter_cost=0.0).choose(rows=1)
+    dear = controller(slope=0.0, rate=0.5, bounds=(4,), drafter_cost=0.5).choose(rows=1)
+    assert dear[0] < cheap[0]
+
+
+def test_hysteresis_keeps_a_choice_within_the_margin():
+    ctl = controller(slope=0.0, rate=0.5)
+    ctl.current = [5]  # [6] predicts under 1% more tokens/s: stay
+    assert ctl.choose(rows=1) == [5]
+    ctl.acceptance = _exact(["d0"], 0.9, 6)  # now [6] predicts 11% more: switch
+    assert ctl.choose(rows=1) == [6]
+    ctl.acceptance = _exact(["d0"], 0.05, 6)
+    ctl.reviewer_cost.observe(4, 50.0)  # verification now costs far more per token drafted
+    ctl.reviewer_cost.observe(16, 200.0)
+    assert ctl.choose(rows=1) != [6]
+
+
+def test_hold_steps_delay_a_switch():
+    ctl = controller(slope=1.0, rate=0.3)
+    ctl.settings = AdaptiveSettings(warmup_steps=0, hold_steps=3, probe_every=1000)
+    ctl.held = 0
+    assert [ctl.choose(rows=16) for _ in range(3)] == [[6], [6], [0]]
+
+
+def test_probes_measure_the_alternative_without_switching():
+    ctl = controller(slope=1.0, rate=0.3)
+    ctl.settings = AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4)
+    ctl.steps = 0
+    choices = [ctl.choose(rows=16) for _ in range(8)]
+    assert choices[:4] == [[0]] * 4 and choices[5:] == [[0]] * 3, "the first step after warmup probes 'off'"
+    assert choices[4] != [0], "while off, every 4th step probes speculation"
+    assert ctl.current == [0]
+
+
+class WrongDrafter(Drafter):
+    """Always proposes a token the tiny target never picks next (so nothing is accepted)."""
+
+    name = "wrong"
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def propose(self, rows, seqs, counts):
+        return Proposal([[(seq[len(seq) - 1] + 31) % self.vocab] * k for seq, k in zip(seqs, counts)])
+
+    def add_rows(self, infos):
+        pass
+
+    def keep_rows(self, keep):
+        pass
+
+    def commit(self, histories):
+        pass
+
+
+class SlowPerToken(torch.nn.Module):
+    """The target, plus 3 ms per token fed: verification cost grows with the draft length, as on
+    a real model, instead of the tiny model's flat Python overhead."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.dtype = model.dtype
+        self.device = model.device
+        self.forward = self._forward
+
+    def _forward(self, input_ids, **kwargs):
+        import time
+
+        time.sleep(0.003 * input_ids.numel())
+        return self.model(input_ids=input_ids, **kwargs)
+
+    def get_output_embeddings(self):
+        return self.model.get_output_embeddings()
+
+
+def test_useless_drafter_is_switched_off_and_outputs_stay_exact(target):
+    runner = ModelRunner(target, "target")
+    runner.model = SlowPerToken(target)
+    engine = Engine.assemble(runner, [WrongDrafter(64)], [[4]], StubTokenizer(None),
+                             adaptive=AdaptiveSettings(warmup_steps=2, hold_steps=2, probe_every=8))
+    results = engine.generate([Request(prompt_ids=p, max_new_tokens=40) for p in PROMPTS[:2]])
+    for prompt, result in zip(PROMPTS, results):
+        agreement, _ = compare(result.token_ids, reference_generate(target, prompt, 40, None), TOLERANCE)
+        assert agreement is not Agreement.MISMATCH
+    report = engine.report()
+    assert report["speculation_off_steps"] >= report["steps"] // 2
+    assert engine.top.controller.current == [0]
+
+
+@pytest.mark.parametrize("layout", ["mag", "csd"])
+def test_adaptive_engines_equal_the_target_alone(target, layout):
+    engine = build_engine(target, layout)
+    for row in [engine.top, *[d.below for d in engine.drafters if isinstance(d, ModelDrafter)]]:
+        from tgi_csd.builder import _steer
+
+        cost = engine.target.cost if row is engine.top else next(
+            d.runner.cost for d in engine.drafters if isinstance(d, ModelDrafter) and d.below is row)
+        _steer(row, cost, AdaptiveSettings(warmup_steps=1, hold_steps=1, probe_every=3), None)
+    results = engine.generate([Request(prompt_ids=p, max_new_tokens=24) for p in PROMPTS])
+    for prompt, result in zip(PROMPTS, results):
+        agreement, position = compare(result.token_ids, reference_generate(target, prompt, 24, None), TOLERANCE)
+        assert agreement is not Agreement.MISMATCH, f"{layout}: prompt {prompt} differs at {position}"
+    assert engine.report()["generated_tokens"] == 24 * len(PROMPTS)
+
+
+def test_drafter_cache_is_consistent_when_speculation_resumes(target):
+    """Off for a stretch (the drafter is not called), then on: the drafter's proposals are again
+    exactly its own greedy continuation, so its KV cache caught up with the history."""
+    draft_model = cut_from_target(target, 2)
+    drafter = ModelDrafter("d2", ModelRunner(draft_model, "d2"))
+    engine = Engine.assemble(ModelRunner(target, "target"), [drafter, MaGDrafter(None)], [[3, 0], [0, 2]],
+                             StubTokenizer(None))
+    schedule = iter([[3, 0]] * 3 + [[0, 0]] * 6 + [[3, 0]] * 100)
+
+    class Scripted:
+        def choose(self, rows):
+            return next(schedule)
+
+        def observe_call(self, *args):
+            pass
+
+        def observe_review(self, *args):
+            pass
+
+    engine.top.steer(Scripted())
+    proposals = []
+    original = drafter.propose
+
+    def spy(rows, seqs, counts):
+        out = original(rows, seqs, counts)
+        proposals.append(([seqs[i].suffix(0) for i in range(len(rows))], out.tokens))
+        return out
+
+    drafter.propose = spy
+    engine.generate([Request(prompt_ids=p, max_new_tokens=30) for p in PROMPTS[:3]])
+    assert engine.report()["speculation_off_steps"] == 6
+    assert len(proposals) > 6
+    for histories, tokens in proposals[3:]:  # every call after the off stretch
+        for history, draft in zip(histories, tokens):
+            with torch.inference_mode():
+                expected = draft_model.generate(torch.tensor([history]), max_new_tokens=len(draft),
+                                                min_new_tokens=len(draft), do_sample=False, pad_token_id=0)
+            assert draft == expected[0, len(history):].tolist()
+
+
+def test_adaptive_config_section():
+    config = parse_config({"target": {"model": "m"}, "drafters": [{"type": "mag"}], "k_matrix": [[6]],
+                           "adaptive": {"margin": 0.1}})
+    assert config.adaptive.margin == 0.1 and config.adaptive.hold_steps == 8
+    with pytest.raises(Exception, match="adaptive.hold_steps"):
+        parse_config({"target": {"model": "m"}, "drafters": [{"type": "mag"}], "k_matrix": [[6]],
+                      "adaptive": {"hold_steps": 0}})
+

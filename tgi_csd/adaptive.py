@@ -1,0 +1,173 @@
+"""Adaptive k: a cost model over online statistics picks each reviewer's draft allocation per step.
+
+Following the paper's analysis, a reviewer that verifies a draft whose position p is filled by
+drafter d(p) gains, in expectation, `1 + sum_p prod_{q<=p} a(d(q), q)` tokens per review, where
+a(d, q) is the probability that position q is accepted given that every earlier one was. That
+review costs the reviewer's forward over `rows * (K + 1)` tokens plus each drafter's calls. The
+controller picks the allocation (k per drafter, within the k-matrix's bounds; all zeros =
+speculation off) with the most predicted tokens per second, measured, not assumed: costs and
+acceptance rates are windowed online estimates, so the choice follows load and workload.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import defaultdict
+
+from tgi_csd.config import AdaptiveSettings
+
+
+class SizeCost:
+    """Seconds per call as a function of its size n (tokens fed, or rows x tokens asked).
+
+    Per observed n an exponential moving average; other n interpolate linearly between the
+    nearest observed sizes and extrapolate along the outermost two (never below zero, flat with
+    a single point). `predict` is None before any observation.
+    """
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.points: dict[int, float] = {}
+        self._sizes: list[int] = []
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n in self.points:
+            self.points[n] += self.smoothing * (seconds - self.points[n])
+        else:
+            self.points[n] = seconds
+            bisect.insort(self._sizes, n)
+
+    def predict(self, n: int) -> float | None:
+        sizes = self._sizes
+        if not sizes:
+            return None
+        if n in self.points:
+            return self.points[n]
+        if len(sizes) == 1:
+            return self.points[sizes[0]]
+        i = bisect.bisect(sizes, n)
+        lo, hi = (sizes[i - 1], sizes[i]) if 0 < i < len(sizes) else (sizes[:2] if i == 0 else sizes[-2:])
+        slope = (self.points[hi] - self.points[lo]) / (hi - lo)
+        return max(0.0, self.points[lo] + slope * (n - lo))
+
+
+class PositionAcceptance:
+    """Windowed conditional acceptance per (drafter, position): counts decay by `1 - 1/window`
+    per observed review, so old evidence fades. Unseen positions borrow the drafter's pooled rate."""
+
+    def __init__(self, window: int, prior: float = 0.5, strength: float = 2.0) -> None:
+        self.decay = 1.0 - 1.0 / window
+        self.prior = prior
+        self.strength = strength
+        self.reached: dict[tuple[str, int], float] = defaultdict(float)
+        self.accepted: dict[tuple[str, int], float] = defaultdict(float)
+
+    def observe(self, origins: list[list[str]], accepted: list[int]) -> None:
+        for key in self.reached:
+            self.reached[key] *= self.decay
+            self.accepted[key] *= self.decay
+        for row_origins, count in zip(origins, accepted):
+            for p, name in enumerate(row_origins[: count + 1]):
+                self.reached[name, p] += 1.0
+                if p < count:
+                    self.accepted[name, p] += 1.0
+
+    def rates(self, drafter: str, positions: int) -> list[float]:
+        """Smoothed rates at positions `0..positions-1`: each position's counts shrunk towards the
+        drafter's pooled rate, which itself is shrunk towards the prior."""
+        reached = sum(v for (d, _), v in self.reached.items() if d == drafter)
+        accepted = sum(v for (d, _), v in self.accepted.items() if d == drafter)
+        pooled = (accepted + self.prior * self.strength) / (reached + self.strength)
+        return [(self.accepted.get((drafter, p), 0.0) + pooled * self.strength)
+                / (self.reached.get((drafter, p), 0.0) + self.strength) for p in range(positions)]
+
+
+class KController:
+    """Chooses one reviewer's allocation `sizes[c]` (tokens from drafter c, `0 <= sizes[c] <= bounds[c]`).
+
+    Invariants: the choice never exceeds the bounds; it changes only after `hold_steps` and when
+    the predicted tokens/s beats the current choice's by `margin`; probes never change it.
+    `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
+    every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
+    """
+
+    def __init__(self, names: list[str], bounds: list[int], reviewer_cost: SizeCost, settings: AdaptiveSettings,
+                 verify_width: int | None = None) -> None:
+        self.names = names
+        self.bounds = bounds
+        self.reviewer_cost = reviewer_cost
+        self.settings = settings
+        self.verify_width = verify_width
+        self.drafter_costs = {name: SizeCost() for name in names}
+        self.acceptance = PositionAcceptance(settings.window_steps)
+        self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
+        self.current = list(bounds)
+        self.steps = 0
+        self.held = 0
+
+    def expected_tokens(self, sizes: list[int], rates: dict[str, list[float]] | None = None) -> float:
+        """1 + expected accepted draft tokens of a draft allocated as `sizes`."""
+        rates = rates or self._rates()
+        total, survive, position = 1.0, 1.0, 0
+        for name, k in zip(self.names, sizes):
+            for _ in range(k):
+                survive *= rates[name][position]
+                total += survive
+                position += 1
+        return total
+
+    def _rates(self) -> dict[str, list[float]]:
+        depth = sum(self.bounds)
+        return {name: self.acceptance.rates(name, depth) for name in self.names}
+
+    def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None) -> float | None:
+        """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured."""
+        drafted = sum(sizes)
+        width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
+        seconds = self.reviewer_cost.predict(rows * (width + 1))
+        for name, k in zip(self.names, sizes):
+            if k and seconds is not None:
+                cost = self.drafter_costs[name].predict(rows * k)
+                seconds = None if cost is None else seconds + cost
+        if seconds is None or seconds <= 0:
+            return None
+        return rows * self.expected_tokens(sizes, rates) / seconds
+
+    def choose(self, rows: int) -> list[int]:
+        """The allocation for this review of `rows` rows."""
+        self.steps += 1
+        self.held += 1
+        if self.steps <= self.settings.warmup_steps:
+            return self.current
+        acceptance = self._rates()
+        rates = {tuple(c): self.predicted_rate(c, rows, acceptance) for c in self.candidates}
+        unmeasured = [list(c) for c, rate in rates.items() if rate is None]
+        known = {c: rate for c, rate in rates.items() if rate is not None}
+        if (self.steps - self.settings.warmup_steps) % self.settings.probe_every == 1:
+            return self._probe(unmeasured, known)
+        if not known:
+            return self.current
+        best = max(known, key=lambda c: (known[c], -sum(c)))
+        current = known.get(tuple(self.current))
+        if list(best) != self.current and self.held >= self.settings.hold_steps and (
+                current is None or known[best] > current * (1 + self.settings.margin)):
+            self.current, self.held = list(best), 0
+        return self.current
+
+    def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float]) -> list[int]:
+        """An allocation other than the current one, to refresh its measurements: an unmeasured one
+        first, else speculation off while on, or the best speculative allocation while off."""
+        if unmeasured:
+            return unmeasured[0]
+        off = [0] * len(self.bounds)
+        if any(self.current):
+            return off
+        speculative = {c: r for c, r in known.items() if any(c)}
+        return list(max(speculative, key=speculative.get)) if speculative else self.current
+
+    def observe_review(self, origins: list[list[str]], accepted: list[int]) -> None:
+        self.acceptance.observe(origins, accepted)
+
+    def observe_call(self, name: str, size: int, seconds: float) -> None:
+        self.drafter_costs[name].observe(size, seconds)
