@@ -125,6 +125,11 @@ def test_tensor_proposals_are_padded_too():
     assert active.propose(1, [1], [[0]], [1]).shape == (1, 4)
 
 
+def test_no_draft_for_any_row_means_no_speculative_ids():
+    assert active_with([[], []]).propose(1, [1, 2], [[0], [0]], [1, 1]) is None
+    assert active_with(torch.zeros(2, 0, dtype=torch.long)).propose(1, [1, 2], [[0], [0]], [1, 1]) is None
+
+
 def test_more_than_S_is_refused():
     active = active_with([[1, 2, 3, 4, 5]])
     with pytest.raises(StrategyError, match="more than speculate=4"):
@@ -244,7 +249,8 @@ def test_csd_state_follows_requests_through_filter_concatenate_clear(tmp_path, t
     def fresh(history):
         solo = csd(config, 4, tiny_model_dir)
         solo.add(0, [1], [history[:-1]])
-        return solo.propose(0, [1], [history], [1]).tolist()[0]
+        out = solo.propose(0, [1], [history], [1])  # None: no draft (a batch pads it with the last token)
+        return [history[-1]] * 4 if out is None else out.tolist()[0]
 
     hist = dict(zip([10, 11, 12], random_histories(1, 3)))
     active.add(1, list(hist), list(hist.values()))
@@ -298,6 +304,39 @@ def test_csd_reports_acceptance(tmp_path):
     stats = active.stats()
     assert stats["strategy"] == "csd" and stats["draft_tokens_accepted"] == 2
     assert stats["drafts"]["mag->target"]["accepted"] == 2
+
+
+def test_adaptive_csd_turns_speculation_off_when_the_shard_is_slow_per_token(tmp_path, monkeypatch):
+    """A useless draft (never accepted) and a shard whose step time grows with the verified width:
+    the strategy stops passing speculative ids, the stats say so, and the metrics endpoint too."""
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("TGI_CSD_METRICS_PORT", "0")
+    path = tmp_path / "cascade.yaml"
+    path.write_text(yaml.safe_dump({
+        "target": {"model": str(tmp_path)}, "drafters": [{"type": "tgi-ngram"}], "k_matrix": [[4]],
+        "adaptive": {"warmup_steps": 1, "hold_steps": 2, "probe_every": 50}}))
+    active = csd(str(path), 4)
+    history = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2]  # the n-gram rule proposes 3, 1, 2, ... every step
+    active.add(0, [1], [history])
+    outputs = []
+    for _ in range(30):
+        out = active.propose(0, [1], [history], [1])
+        outputs.append(out)
+        time.sleep(0.001 * (1 + (4 if out is not None else 0)) * 5)  # the shard's verify step
+        history = [*history, history[-3]]  # the cycle goes on, but `accepted` = 1: nothing was taken
+    assert outputs[0] is not None and outputs[-1] is None, [o is None for o in outputs]
+    stats = active.strategy.stats
+    assert stats.speculation_off_steps >= 20 and stats.current_k["target"] == {"ngram": 0}
+    port = active.strategy.metrics.port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["tgi_csd_speculation_off_steps_total"] == stats.speculation_off_steps
+    assert samples["tgi_csd_steps_total"] == 30
+    active.strategy.metrics.close()
 
 
 def test_csd_bad_config_is_one_clear_error(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tgi_csd.adaptive import SizeCost
 from tgi_csd.cascade import HorizontalCascade
 from tgi_csd.config import CascadeConfig, ModelDrafterSpec, parse_config
 from tgi_csd.drafters.base import Drafter
@@ -20,9 +21,13 @@ from tgi_csd.stats import EngineStats
 
 @dataclass
 class Cascade:
+    """`target_cost` is what an adaptive top row is costed with: the strategy feeds it the
+    shard's measured step time per `rows x (verified width + 1)` tokens."""
+
     top: HorizontalCascade
     drafters: list[Drafter]
     stats: EngineStats
+    target_cost: SizeCost
 
 
 def default_config(speculate: int, model: str = "shard") -> CascadeConfig:
@@ -50,8 +55,11 @@ def resolve_target_folder(model_id: str | None, config: CascadeConfig) -> Path:
 
 
 def build_cascade(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id: str | None = None,
-                  dtype: str | None = None) -> Cascade:
+                  dtype: str | None = None, speculate: int | None = None) -> Cascade:
     """Drafters in config order and the cascade that drafts for the target (k-matrix row 0).
+
+    With `config.adaptive`, the top row's controller knows the shard verifies `speculate` ids per
+    request whenever it drafts at all (TGI pads every draft), so it weighs speculation on or off.
 
     `from_target_layers` drafters load an HF copy of the target (from `model_id`, the shard's own
     weights) and keep only its first N layers + final norm + head: memory is about N/L of the target.
@@ -63,11 +71,13 @@ def build_cascade(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id
     stats = EngineStats()
     needs_target = any(isinstance(s, ModelDrafterSpec) and s.from_target_layers is not None for s in config.drafters)
     hf_target = models.load_model(resolve_target_folder(model_id, config), dtype) if needs_target else None
-    drafters = build_drafters(config.drafters, hf_target, tokenizer, dtype, vocab_size)
+    drafters = build_drafters(config.drafters, hf_target, tokenizer, dtype, vocab_size,
+                              kv_budget_mb=config.drafter_kv_budget_mb)
     # Layers past the deepest cut are referenced by nothing else once this goes.
     del hf_target
-    top = wire_cascade(drafters, config.k_matrix, stats)
     if not drafters:
         raise ConfigError("drafters: the csd strategy needs at least one drafter; to disable speculation drop "
                           "--speculation-strategy")
-    return Cascade(top, drafters, stats)
+    target_cost = SizeCost()
+    top = wire_cascade(drafters, config.k_matrix, stats, config.adaptive, target_cost, speculate)
+    return Cascade(top, drafters, stats, target_cost)

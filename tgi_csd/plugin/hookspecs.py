@@ -16,7 +16,9 @@ Invariants the host (TGI's shard, through `tgi_csd.plugin.manager`) guarantees:
 
 What the strategy guarantees: `propose` returns at most `speculate` ids per request (the host
 pads shorter rows and refuses longer ones: the verify forward writes exactly `speculate` KV
-slots past each request, so one more would overwrite another request's cache).
+slots past each request, so one more would overwrite another request's cache). Every row empty
+means no speculation this step: the host passes no speculative ids and the shard decodes one
+token per request (TGI 3.3.7 takes `speculative_ids=None` as it does after merging batches).
 """
 
 from __future__ import annotations

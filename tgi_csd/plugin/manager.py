@@ -121,7 +121,7 @@ class ActiveStrategy:
 
     def propose(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]],
                 accepted: Sequence[int]):
-        """Exactly `[B, S]` draft ids (a torch tensor on `self.device`)."""
+        """Exactly `[B, S]` draft ids (a torch tensor on `self.device`), or None when no row drafted."""
         unknown = [i for i, r in enumerate(request_ids) if r not in self.owner]
         if unknown:  # never announced (the host missed a prefill): announce now
             self.add(batch_id, [request_ids[i] for i in unknown], [histories[i] for i in unknown])
@@ -168,7 +168,8 @@ class ActiveStrategy:
 
     # -- the [B, S] contract ---------------------------------------------------------------------
     def shape(self, result, request_ids: Sequence[int], histories: Sequence[list[int]]):
-        """Pad each row to S (repeating its last draft id, or its last token); refuse more than S."""
+        """Pad each row to S (repeating its last draft id, or its last token); refuse more than S.
+        Every row empty: None (no speculative ids this step)."""
         import torch
 
         size, width = len(request_ids), self.speculate
@@ -187,6 +188,8 @@ class ActiveStrategy:
             rows = [list(row) for row in result]
             if len(rows) != size:
                 raise StrategyError(f"strategy {self.name!r}: proposed {len(rows)} rows for a batch of {size}")
+        if not any(rows):
+            return None
         padded = []
         for request_id, row, history in zip(request_ids, rows, histories):
             if len(row) > width:

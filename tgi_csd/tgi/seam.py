@@ -57,9 +57,10 @@ class TGISeam:
 
     # -- the proposal seam -----------------------------------------------------------------------
     def propose(self, batch, accepted_ids: torch.Tensor, next_input_ids: torch.Tensor,
-                cu_accepted_ids: torch.Tensor, prefill: bool) -> torch.Tensor:
-        """`[B, S]` draft ids for `batch`, called in `FlashCausalLM.generate_token` right before
-        `batch.speculative_ids = speculative_ids` (the batch's lengths are not yet advanced)."""
+                cu_accepted_ids: torch.Tensor, prefill: bool) -> torch.Tensor | None:
+        """`[B, S]` draft ids for `batch`, or None (speculation off this step), called in
+        `FlashCausalLM.generate_token` right before `batch.speculative_ids = speculative_ids`
+        (the batch's lengths are not yet advanced)."""
         request_ids = [r.id for r in batch.requests]
         lengths = (batch.cache_lengths_tensor + batch.input_lengths_tensor + accepted_ids).tolist()
         accepted = accepted_ids.tolist()

@@ -10,13 +10,20 @@ concatenate move no data: only the rows of requests that left are dropped.
 
 Drafts are greedy: TGI verifies by exact match of the target's own (greedy or seeded-sampled)
 choice, so a draft's probabilities are never used, and outputs do not depend on the drafts.
+
+With `adaptive` in the config, the top row's controller may turn speculation off for a step: every
+row's draft is then empty, the host passes no speculative ids, and the shard runs a plain decode
+step (TGI handles `speculative_ids=None` as it does after merging batches). The shard's step time,
+measured between proposals of equal batch size, is the controller's cost of verification.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from tgi_csd.cascade import Draft
+from tgi_csd.metrics import MetricsServer, SummaryLog, serve_from_env
 from tgi_csd.plugin.hookspecs import hookimpl
 from tgi_csd.sampling import SamplingParams
 from tgi_csd.tokens import TokenSeq
@@ -38,6 +45,9 @@ class CSDStrategy:
         self.steps = 0
         self.proposed = 0
         self.accepted = 0
+        self._last_step: tuple[int, int, float] | None = None  # rows, tokens verified, when proposed
+        self.summary = SummaryLog(lambda: self.stats, logger=log)
+        self.metrics: MetricsServer | None = None  # the Prometheus endpoint, when this shard serves it
 
     # -- rows ------------------------------------------------------------------------------------
     def _commit(self) -> None:
@@ -74,6 +84,9 @@ class CSDStrategy:
 
     @hookimpl
     def tgi_speculation_propose(self, request_ids, histories, accepted, speculate):
+        now = time.perf_counter()
+        if self._last_step is not None and self._last_step[0] == len(request_ids):
+            self.cascade.target_cost.observe(self._last_step[1], now - self._last_step[2])
         rows = [self.row_of[r] for r in request_ids]
         # Credit the previous drafts with what the target accepted (accepted = 1 + matches).
         previous = [self.last.get(r) for r in request_ids]
@@ -83,12 +96,21 @@ class CSDStrategy:
             self.accepted += sum(n for _, n in done)
         for row, history in zip(rows, histories):
             self.histories[row] = history
+        # One proposal follows each target step of this batch; `accepted` are that step's tokens.
+        self.stats.steps += 1
+        self.stats.target_forwards += 1
+        self.stats.generated_tokens += sum(accepted)
         self._commit()
         draft = self.top.propose(rows, [TokenSeq(h) for h in histories], [speculate] * len(rows))
         for request_id, tokens, origins in zip(request_ids, draft.tokens, draft.origins):
             self.last[request_id] = (tokens, origins)
             self.proposed += len(tokens)
         self.steps += 1
+        drafted = any(draft.tokens)
+        if not drafted:
+            self.stats.speculation_off_steps += 1
+        self._last_step = (len(rows), len(rows) * (1 + (speculate if drafted else 0)), time.perf_counter())
+        self.summary.tick()
         return draft.tokens
 
     @hookimpl
@@ -130,6 +152,12 @@ def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size):
                     row0, speculate, speculate - row0)
     elif row0 > speculate:
         log.info("csd: k_matrix row 0 drafts %d ids; --speculate %d keeps the first %d", row0, speculate, speculate)
-    cascade = build_cascade(cascade_config, tokenizer=tokenizer, vocab_size=vocab_size, model_id=model_id)
-    log.info("csd: drafters %s, k_matrix %s", [d.name for d in cascade.drafters], cascade_config.k_matrix)
-    return CSDStrategy(cascade, speculate)
+    cascade = build_cascade(cascade_config, tokenizer=tokenizer, vocab_size=vocab_size, model_id=model_id,
+                            speculate=speculate)
+    log.info("csd: drafters %s, k_matrix %s%s", [d.name for d in cascade.drafters], cascade_config.k_matrix,
+             " (adaptive bounds)" if cascade_config.adaptive else "")
+    strategy = CSDStrategy(cascade, speculate)
+    strategy.metrics = serve_from_env(lambda: cascade.stats)
+    if strategy.metrics is not None:
+        log.info("csd: Prometheus metrics on port %d (TGI_CSD_METRICS_PORT)", strategy.metrics.port)
+    return strategy
