@@ -1,7 +1,9 @@
 """`tgi-csd bench`: a smoke run on a tiny model (2 prompts, 8 tokens) writes every file, every method's
-outputs equal `ar`'s, a wrong output is flagged loudly, and bad input exits 2 naming the option."""
+outputs equal `ar`'s (`nospec` and `csd-adaptive` at batch sizes 1 and 4 too), a wrong output is flagged
+loudly, and bad input exits 2 naming the option."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -96,6 +98,55 @@ def test_smoke_run_writes_results_and_every_output_equals_ar(setup):
 
     text = (out / "results.md").read_text()
     assert "| csd-lenient | 1 |" in text and "MISMATCH:" not in text and "identical 2/2" in text
+
+
+def test_nospec_and_csd_adaptive_at_batch_1_and_4(setup):
+    """`csd-adaptive` steers with the config's own `adaptive` section (eager probing here, so speculation
+    goes off within 8 tokens) and records off steps and the final k; `csd` stays static at the bounds;
+    every row gets its tok/s ratio to `nospec`, which is the engine without drafters."""
+    folder, _, prompts = setup
+    config = folder / "adaptive.yaml"
+    config.write_text(yaml.safe_dump({
+        "target": {"model": str(folder / "tiny")},
+        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
+        "k_matrix": [[2, 2], [0, 3]],
+        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2},
+    }))
+    out = folder / "adaptive-out"
+    result = bench(config, prompts, out, "--methods", "nospec,csd,csd-adaptive", "--batch-sizes", "1,4")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["mismatches"] == 0
+    rows = {(r["method"], r["batch_size"]): r for r in data["rows"]}
+    assert set(rows) == {(m, b) for m in ("ar", "nospec", "csd", "csd-adaptive") for b in (1, 4)}
+    reference = rows[("ar", 1)]["outputs"]
+    for (method, batch), row in rows.items():
+        assert row["outputs"] == reference, f"{method} at batch {batch}"
+        assert row["vs_nospec"]["min"] <= row["vs_nospec"]["median"] <= row["vs_nospec"]["max"]
+    for batch in (1, 4):
+        nospec, csd, adaptive = (rows[(m, batch)] for m in ("nospec", "csd", "csd-adaptive"))
+        assert nospec["k"] == 0 and nospec["drafter_forwards"] == {} and nospec["drafts"] == {}
+        assert nospec["vs_nospec"]["median"] == 1.0 and nospec["adaptive"] is None
+        assert csd["k"] == 4 and csd["adaptive"] is None
+        assert adaptive["k"] is None
+        [engine] = adaptive["adaptive"]  # one repeat
+        assert 0 < engine["speculation_off_steps"] < engine["steps"]
+        assert set(engine["current_k"]) == {"target", "half"}
+        assert set(engine["current_k"]["target"]) == {"half", "mag"}
+        assert all(0 <= k <= 2 for k in engine["current_k"]["target"].values())
+        assert 0 <= engine["current_k"]["half"]["mag"] <= 3
+    assert rows[("nospec", 1)]["tokens_per_target_forward"] == 1.0
+    assert data["settings"]["cascade"]["adaptive"]["probe_every"] == 2  # the config as written
+    headline = data["headline"]
+    assert set(headline["csd_adaptive_vs_nospec"]) == {"1", "4"}
+    assert headline["csd_adaptive_vs_nospec_min"] == min(headline["csd_adaptive_vs_nospec"].values())
+    assert headline["best_static"] == "csd" and headline["csd_adaptive_vs_best_static"] > 0
+
+    text = (out / "results.md").read_text()
+    assert "| vs nospec (min–max) |" in text
+    assert re.search(r"\| csd-adaptive( ★)? \| 1 \| adaptive \|", text), "★ marks the fastest, whichever it is"
+    assert "## Adaptive cascade" in text and "target: half=" in text
+    assert "csd-adaptive vs nospec: batch 1 " in text and "the best static k-matrix (csd)" in text
 
 
 def test_a_wrong_output_is_marked_loudly_and_exits_1(setup, monkeypatch):
@@ -202,6 +253,24 @@ def test_k_sweep_benchmarks_each_valid_point_and_marks_the_best(setup):
     assert all((out / name).is_file() for name in PLOTS)
 
 
+def test_k_sweep_runs_named_methods_next_to_the_static_points(setup):
+    """With --methods, a k-sweep also runs those methods: csd-adaptive against the best static point."""
+    folder, config, prompts = setup
+    grid = folder / "grid-small.yaml"
+    grid.write_text(yaml.safe_dump({"grid": [[[1, 2], 2], [0, 3]]}))
+    out = folder / "sweep-adaptive"
+    result = bench(config, prompts, out, "--k-sweep", str(grid), "--methods", "nospec,csd-adaptive",
+                   "--batch-sizes", "1")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in data["rows"]] == ["ar", "nospec", "csd-adaptive", "csd[1,2/3]", "csd[2,2/3]"]
+    assert data["mismatches"] == 0
+    static = {r["method"]: r["speedup"]["median"] for r in data["rows"] if r["method"].startswith("csd[")}
+    assert data["headline"]["best_static"] == max(static, key=static.get)
+    assert data["headline"]["csd_adaptive_vs_best_static"] == pytest.approx(
+        next(r["speedup"]["median"] for r in data["rows"] if r["method"] == "csd-adaptive") / max(static.values()))
+
+
 def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):
     _, config, prompts = setup
     empty = tmp_path / "empty.txt"
@@ -219,7 +288,7 @@ def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):
         (["--k", "sd"], "--k:"),
         (["--k", "csd=3"], "--k:"),
         (["--k-sweep", str(bad_grid)], "--k-sweep:"),
-        (["--k-sweep", str(bad_grid), "--methods", "csd"], "--methods: not used with --k-sweep"),
+        (["--k-sweep", str(bad_grid), "--methods", "nospec,nope"], "--methods: unknown method 'nope'"),
         (["--single-drafter", "nope"], "--single-drafter: no model drafter 'nope'"),
     ]
     for args, message in cases:

@@ -13,6 +13,7 @@ from tgi_csd.bench.cli import bench_command
 from tgi_csd.distill.cli import distill_command
 from tgi_csd.errors import ConfigError
 from tgi_csd.patching import patch_command
+from tgi_csd.tuning import tune_command
 
 app = typer.Typer(help="Cascade Speculative Drafting for text-generation-inference.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -25,6 +26,7 @@ app.add_typer(config_app, name="config")
 app.command("patch")(patch_command)
 app.command("bench")(bench_command)
 app.command("distill")(distill_command)
+app.command("tune")(tune_command)
 
 
 def _fail(error: ConfigError) -> None:

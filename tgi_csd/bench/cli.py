@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tgi_csd.bench.options import METHODS, TUNABLE, Plan, plan
+from tgi_csd.bench.options import DEFAULT_METHODS, METHODS, TUNABLE, Plan, plan
 from tgi_csd.errors import ConfigError
 
 
@@ -22,7 +22,8 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="torch seed")] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
     methods: Annotated[str | None, typer.Option(
-        help=f"comma list of: {', '.join(METHODS)}; `ar` always runs (default: all but csd-lenient)")] = None,
+        help=f"comma list of: {', '.join(METHODS)}; `ar` always runs (default: {', '.join(DEFAULT_METHODS)}; "
+        "with --k-sweep: `ar` alone, the named methods run next to the grid points)")] = None,
     batch_sizes: Annotated[str, typer.Option(
         help="comma list; hf-assisted and hf-prompt-lookup run at batch size 1 only")] = "1,4,16",
     k: Annotated[list[str] | None, typer.Option(
@@ -32,8 +33,8 @@ def bench_command(
         help="the model drafter `sd` and `hf-assisted` use (default: the largest)")] = None,
     leniency: Annotated[float, typer.Option(help="csd-lenient: leniency of every model drafter (>= 1)")] = 2.0,
     k_sweep: Annotated[Path | None, typer.Option(
-        help="grid YAML of k-matrices (see tgi_csd/bench/ksweep.py): run `ar` and `csd` at every point "
-        "instead of --methods and mark the best")] = None,
+        help="grid YAML of k-matrices (see tgi_csd/bench/ksweep.py): run `csd` (static) at every point "
+        "next to --methods and mark the best")] = None,
     tolerance: Annotated[float, typer.Option(
         help="an output may differ from the target alone only where its top-2 logit gap is below this")] = 1e-3,
     out: Annotated[Path, typer.Option(help="folder for results.json, results.md and PNG plots")] = Path("bench-out"),
@@ -66,7 +67,7 @@ def measure(checked: Plan) -> int:
     from tgi_csd.bench.environment import environment
     from tgi_csd.bench.ksweep import label
     from tgi_csd.bench.loading import BenchModels
-    from tgi_csd.bench.methods import EngineMethod, HFGenerate, NotApplicable, build_methods
+    from tgi_csd.bench.methods import EngineMethod, NotApplicable, build_methods
     from tgi_csd.bench.plots import write_plots
     from tgi_csd.bench.summary import headline, summarize
 
@@ -77,10 +78,8 @@ def measure(checked: Plan) -> int:
     console = Console(stderr=True)
     console.print(f"Loading {escape(checked.cascade.target.model)} and its drafters")
     models = BenchModels(checked.cascade)
-    if checked.points is None:
-        entries = build_methods(checked.methods, models, checked.ks, checked.single_drafter, checked.leniency)
-    else:
-        entries = [HFGenerate("ar", models, 0), *(EngineMethod(label(p.k_matrix), models, p) for p in checked.points)]
+    entries = [*build_methods(checked.methods, models, checked.ks, checked.single_drafter, checked.leniency),
+               *(EngineMethod(label(p.k_matrix), models, p) for p in checked.points or [])]
     methods = [e for e in entries if not isinstance(e, NotApplicable)]
     costs = relative_costs(models.target, models.drafter_models)
     prompt_ids = [models.encode(t) for t in checked.prompts]
@@ -88,9 +87,10 @@ def measure(checked: Plan) -> int:
     measurements = runner.run_interleaved(methods, prompt_ids, refs, checked.batch_sizes, settings["repeats"],
                                           settings["max_new_tokens"], settings["tolerance"], console)
     rows = summarize(entries, measurements, checked.batch_sizes, costs)
+    static = [label(p.k_matrix) for p in checked.points] if checked.points is not None else ["csd"]
     results = report.Results(settings=settings, environment=environment(),
                              costs={"target_params": compute_params(models.target), "drafters": costs},
-                             rows=rows, headline=headline(rows))
+                             rows=rows, headline=headline(rows, static))
     report.write(results, checked.out)
     write_plots(results, checked.out)
     stdout = Console()

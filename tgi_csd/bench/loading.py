@@ -58,6 +58,8 @@ class BenchModels:
         return TGINGramDrafter(spec.name)
 
     def engine(self, cascade: CascadeConfig) -> Engine:
-        """A fresh engine (zeroed stats, empty caches) for `cascade`, whose model drafters are the config's."""
+        """A fresh engine (zeroed stats, empty caches, new controllers when `cascade.adaptive`) for
+        `cascade`, whose model drafters are the config's."""
         drafters = [self._drafter(spec) for spec in cascade.drafters]
-        return Engine.assemble(ModelRunner(self.target, "target"), drafters, cascade.k_matrix, self.tokenizer)
+        return Engine.assemble(ModelRunner(self.target, "target"), drafters, cascade.k_matrix, self.tokenizer,
+                               adaptive=cascade.adaptive)

@@ -1,5 +1,6 @@
 """The benchmarked methods: transformers `generate` (`ar`, `hf-assisted`, `hf-prompt-lookup`) and our
-engine over cascades derived from the config (`ngram`, `sd`, `mag`, `csd`, `csd-lenient`, k-sweep points).
+engine over cascades derived from the config (`nospec`, `ngram`, `sd`, `mag`, `csd`, `csd-adaptive`,
+`csd-lenient`, k-sweep points).
 
 Every method decodes greedily and returns, per prompt, the token ids after the prompt through EOS
 (or `max_new_tokens` of them), so outputs compare one to one with the reference.
@@ -19,7 +20,15 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tgi_csd.bench.loading import BenchModels
-from tgi_csd.config import CascadeConfig, DrafterSpec, MaGSpec, ModelDrafterSpec, TGINGramSpec, parse_config
+from tgi_csd.config import (
+    AdaptiveSettings,
+    CascadeConfig,
+    DrafterSpec,
+    MaGSpec,
+    ModelDrafterSpec,
+    TGINGramSpec,
+    parse_config,
+)
 from tgi_csd.engine import Request
 from tgi_csd.errors import ConfigError
 
@@ -37,6 +46,8 @@ class Run:
     drafter_seconds: float
     #: the engine's draft acceptance per "drafter->reviewer" pair; empty for transformers methods
     drafts: dict = field(default_factory=dict)
+    #: an adaptive cascade's `steps`, `speculation_off_steps` and final `current_k` (engine.report()); else None
+    adaptive: dict | None = None
 
 
 class Method(ABC):
@@ -158,13 +169,14 @@ def _through_eos(tokens: list[int], eos: int | None) -> list[int]:
 
 
 class EngineMethod(Method):
-    """Our engine with one cascade; a fresh engine (zeroed stats, empty caches) per run."""
+    """Our engine with one cascade; a fresh engine (zeroed stats, empty caches, untrained
+    controllers) per run, kept over all its batches. `k` is None when the cascade is adaptive."""
 
     def __init__(self, name: str, models: BenchModels, cascade: CascadeConfig) -> None:
         self.name = name
         self.models = models
         self.cascade = cascade
-        self.k = sum(cascade.k_matrix[0])
+        self.k = None if cascade.adaptive else sum(cascade.k_matrix[0])
 
     def run(self, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
             advance: Callable[[int], None]) -> Run:
@@ -179,15 +191,33 @@ class EngineMethod(Method):
             outputs.extend(r.token_ids for r in results)
             advance(len(chunk))
         report = engine.report()
+        adaptive = ({key: report[key] for key in ("steps", "speculation_off_steps", "current_k")}
+                    if self.cascade.adaptive else None)
         return Run(outputs, seconds, report["target_forwards"], report["seconds"]["target_forwards"],
-                   dict(report["drafter_forwards"]), sum(report["seconds"]["drafters"].values()), report["drafts"])
+                   dict(report["drafter_forwards"]), sum(report["seconds"]["drafters"].values()), report["drafts"],
+                   adaptive)
 
 
 def derive(config: CascadeConfig, name: str, drafters: list[DrafterSpec], k_matrix: list[list[int]]) -> CascadeConfig:
-    """The config's target with other drafters and k-matrix, validated like a config file."""
+    """The config's target with other drafters and k-matrix (static), validated like a config file."""
     data = {"target": config.target.model_dump(), "drafters": [d.model_dump() for d in drafters],
             "k_matrix": k_matrix}
     return parse_config(data, source=f"method {name}")
+
+
+def no_speculation(config: CascadeConfig) -> CascadeConfig:
+    """The config's target alone through the engine: the no-speculation baseline on the same code path."""
+    return derive(config, "nospec", [], [[]])
+
+
+def static_cascade(config: CascadeConfig) -> CascadeConfig:
+    """The config's cascade with its k-matrix fixed (any `adaptive` section dropped)."""
+    return config.model_copy(update={"adaptive": None})
+
+
+def adaptive_cascade(config: CascadeConfig) -> CascadeConfig:
+    """The config's cascade steered online within its k-matrix: its own `adaptive` settings, else the defaults."""
+    return config.model_copy(update={"adaptive": config.adaptive or AdaptiveSettings()})
 
 
 def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], single_drafter: str | None,
@@ -198,7 +228,8 @@ def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], sin
     4 for a cascade without drafters), so by default every method verifies as many draft tokens per
     target forward as `csd`; `hf-assisted` without `ks` keeps transformers' own schedule. `sd` and
     `hf-assisted` use one model drafter, `single_drafter` (default: the largest); `csd-lenient` is
-    `csd` with `leniency` on every model drafter.
+    `csd` with `leniency` on every model drafter. `csd` is the config's k-matrix, static;
+    `csd-adaptive` steers within it (`adaptive_cascade`); `nospec` is the engine without drafters.
     """
     config = models.config
     default_k = sum(config.k_matrix[0]) or 4
@@ -213,6 +244,8 @@ def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], sin
         k = ks.get(name, default_k)
         if name == "ar":
             return HFGenerate(name, models, 0)
+        if name == "nospec":
+            return EngineMethod(name, models, no_speculation(config))
         if name == "hf-prompt-lookup":
             return HFGenerate(name, models, k, prompt_lookup=k)
         if name == "ngram":
@@ -220,7 +253,9 @@ def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], sin
         if name == "mag":
             return EngineMethod(name, models, derive(config, name, [mag], [[k]]))
         if name == "csd":
-            return EngineMethod(name, models, config)
+            return EngineMethod(name, models, static_cascade(config))
+        if name == "csd-adaptive":
+            return EngineMethod(name, models, adaptive_cascade(config))
         if single is None:
             return NotApplicable(name, "no model drafter in the config")
         if name == "hf-assisted":

@@ -10,8 +10,9 @@ from tgi_csd.config import CascadeConfig, load_config
 from tgi_csd.errors import ConfigError
 from tgi_csd.prompts import load_prompts
 
-METHODS = ("ar", "hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag", "csd", "csd-lenient")
-DEFAULT_METHODS = METHODS[:-1]
+METHODS = ("ar", "nospec", "hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag", "csd", "csd-adaptive",
+           "csd-lenient")
+DEFAULT_METHODS = ("ar", "hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag", "csd")
 #: methods whose draft length `--k METHOD=K` sets
 TUNABLE = ("hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag")
 
@@ -56,7 +57,8 @@ def check_at_least(option: str, value: float, minimum: float) -> None:
 
 @dataclass
 class Plan:
-    """Checked options: what to run, on which prompts; `points` is the k-sweep's cascades, else None."""
+    """Checked options: what to run, on which prompts; `points` is the k-sweep's cascades (run after
+    `methods`, which then defaults to `ar` alone), else None."""
 
     cascade: CascadeConfig
     prompts: list[str]
@@ -80,9 +82,7 @@ def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int,
     check_at_least("--tolerance", tolerance, 0)
     if threads is not None:
         check_at_least("--threads", threads, 1)
-    if k_sweep is not None and methods is not None:
-        raise ConfigError("--methods: not used with --k-sweep, which runs `ar` and `csd` at every grid point")
-    names = parse_methods(methods or ",".join(DEFAULT_METHODS))
+    names = parse_methods(methods or ("ar" if k_sweep is not None else ",".join(DEFAULT_METHODS)))
     sizes = parse_batch_sizes(batch_sizes)
     ks = parse_ks(k or [])
     cascade = load_config(config)
@@ -94,11 +94,10 @@ def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int,
         "max_new_tokens": max_new_tokens, "repeats": repeats, "seed": seed, "threads": threads,
         "batch_sizes": sizes,
         "tolerance": tolerance,
+        "methods": names, "k": ks, "single_drafter": single_drafter, "leniency": leniency,
     }
     points = None
     if k_sweep is not None:
         points, skipped = load_grid(k_sweep, cascade)
         settings["k_sweep"] = {"grid": str(k_sweep), "points": len(points), "skipped": skipped}
-    else:
-        settings.update(methods=names, k=ks, single_drafter=single_drafter, leniency=leniency)
     return Plan(cascade, texts, names, sizes, ks, single_drafter, leniency, points, settings, out)
