@@ -149,6 +149,8 @@ def test_acceptance_counts_runs_of_agreement():
         (["--rank", "0"], "--rank"),
         (["--target-modules", "no_such_proj"], "--target-modules"),
         (["--draft", "layers:x"], "--draft"),
+        (["--device", "gpu0"], "--device"),
+        *([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device: CUDA is not available")]),
     ],
 )
 def test_cli_bad_inputs(workspace, args, message):

@@ -38,7 +38,7 @@ def target_fingerprint(model: PreTrainedModel, tokenizer) -> str:
         "num_key_value_heads", "intermediate_size")}
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     digest.update(tokenizer_fingerprint(tokenizer).encode())
-    digest.update(model.get_output_embeddings().weight.detach().float().contiguous().numpy().tobytes())
+    digest.update(model.get_output_embeddings().weight.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -79,7 +79,7 @@ class ReducedHead(nn.Module):
     def __init__(self, full_head: nn.Linear, token_ids: torch.Tensor) -> None:
         super().__init__()
         self.vocab_size = full_head.weight.shape[0]
-        self.register_buffer("token_ids", token_ids.long(), persistent=False)
+        self.register_buffer("token_ids", token_ids.long().to(full_head.weight.device), persistent=False)
         self.weight = nn.Parameter(full_head.weight.detach()[token_ids].clone(), requires_grad=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,10 @@ def distill_command(
     draft_vocab: Annotated[int | None, typer.Option(help="reduced draft head: the V' most frequent tokens")] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint and OUT/dataset.pt")] = False,
+    device: Annotated[str, typer.Option(help="torch device for the target and the draft (cpu, cuda, cuda:1)")] = "cpu",
 ) -> None:
     """Distill a LoRA adapter so a cheap draft imitates the target (on-policy, KL + CE)."""
+    import torch
     from pydantic import ValidationError
 
     from tgi_csd.cli import _fail
@@ -55,7 +57,13 @@ def distill_command(
         except ValidationError as error:
             first = error.errors()[0]
             raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
-        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts)
+        try:
+            torch_device = torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"--device: {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device: CUDA is not available here; use --device cpu")
+        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device))
     except ConfigError as error:
         _fail(error)
     typer.echo(json.dumps({k: report[k] for k in ("before", "after", "wall_seconds", "peak_rss_mb")}))

@@ -51,7 +51,7 @@ def label(target: PreTrainedModel, pairs: list[tuple[list[int], list[int]]], con
     for prompt, continuation in pairs:
         prompt = prompt[-context:]
         tokens = prompt + continuation
-        logits = target(torch.tensor([tokens]), logits_to_keep=len(continuation) + 1).logits[0, :-1]
-        values, ids = logits.float().topk(top_k, dim=-1)
-        examples.append(Example(tokens, len(prompt), ids, values.half()))
+        logits = target(torch.tensor([tokens], device=target.device), logits_to_keep=len(continuation) + 1).logits
+        values, ids = logits[0, :-1].float().topk(top_k, dim=-1)
+        examples.append(Example(tokens, len(prompt), ids.cpu(), values.half().cpu()))
     return examples

@@ -32,8 +32,9 @@ def parse_draft(spec: str) -> tuple[int | None, str | None]:
 
 
 def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, settings: DistillSettings,
-        resume: bool = False, val_specs: list[str] | None = None) -> dict:
-    """Distill, save the adapter folder into `out`, and return the report (also `out/distill_report.json`)."""
+        resume: bool = False, val_specs: list[str] | None = None, device: str = "cpu") -> dict:
+    """Distill on `device`, save the adapter folder into `out`, and return the report (also
+    `out/distill_report.json`)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
@@ -41,11 +42,11 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
     layers, draft_model = parse_draft(draft_spec)
     target_dir = models.resolve_model(target_spec)
     tokenizer = models.load_tokenizer(target_dir)
-    target = models.load_model(target_dir)
+    target = models.load_model(target_dir).to(device)
     if layers is not None:
         base = models.cut_from_target(target, layers)
     else:
-        base = models.load_model(models.resolve_model(draft_model))
+        base = models.load_model(models.resolve_model(draft_model)).to(device)
         if base.get_output_embeddings().weight.shape[0] != target.get_output_embeddings().weight.shape[0]:
             raise ConfigError(f"--draft: {draft_model} has another vocabulary than the target")
     draft = make_draft(base, settings)
@@ -84,14 +85,14 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         vocab_ids = frequent_tokens(train_set, settings.draft_vocab, eos)
     head = draft_head(draft, vocab_ids)
     with draft.disable_adapter():
-        before = acceptance(draft_forward(draft, head), val_set)
+        before = acceptance(draft_forward(draft, head), val_set, device=device)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.3f}"),
                TextColumn("held-out agreement {task.fields[agreement]:.1%}"),
                TimeElapsedColumn()]
     with Progress(*columns) as progress:
         history = train_lora(draft, train_set, val_set, settings, out, vocab_ids, progress, resume)
-    after = acceptance(draft_forward(draft, head), val_set)
+    after = acceptance(draft_forward(draft, head), val_set, device=device)
 
     draft.save_pretrained(out, safe_serialization=True)
     if vocab_ids is not None:
@@ -103,6 +104,7 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         "target": target_spec, "draft": draft_spec, "settings": settings.model_dump(),
         "train_sequences": len(train_set), "held_out_sequences": len(val_set),
         "before": before.as_dict(), "after": after.as_dict(), "history": history,
+        "device": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }

@@ -91,7 +91,10 @@ def draft_head(draft, vocab_ids: torch.Tensor | None) -> torch.nn.Module:
     return head if vocab_ids is None else ReducedHead(head, vocab_ids)
 
 
-def _batch(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]]]:
+Spans = list[tuple[int, int, int]]
+
+
+def _batch(examples: list[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Spans]:
     width = max(len(e.tokens) for e in examples)
     tokens = torch.zeros(len(examples), width, dtype=torch.long)
     mask = torch.zeros(len(examples), width, dtype=torch.long)
@@ -100,19 +103,20 @@ def _batch(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor, list[tu
         tokens[i, : len(e.tokens)] = torch.tensor(e.tokens)
         mask[i, : len(e.tokens)] = 1
         spans.append((i, e.start - 1, len(e.tokens) - 1))  # positions predicting the continuation
-    return tokens, mask, spans
+    return tokens.to(device), mask.to(device), spans
 
 
 def loss_on(draft, head: torch.nn.Module, examples: list[Example], settings: DistillSettings,
             vocab_ids: torch.Tensor | None) -> torch.Tensor:
-    tokens, mask, spans = _batch(examples)
+    device = _device(draft)
+    tokens, mask, spans = _batch(examples, device)
     hidden = _hidden(draft, tokens, mask)
     picked = torch.cat([hidden[i, a:b] for i, a, b in spans])
     logp = head(picked).log_softmax(-1)
-    topk_ids = torch.cat([e.topk_ids for e in examples])
-    target_logits = torch.cat([e.topk_logits for e in examples]).float()
+    topk_ids = torch.cat([e.topk_ids for e in examples]).to(device)
+    target_logits = torch.cat([e.topk_logits for e in examples]).to(device).float()
     if vocab_ids is not None:  # the draft cannot put mass outside its vocabulary: learn the rest
-        inside = torch.isin(topk_ids, vocab_ids)
+        inside = torch.isin(topk_ids, vocab_ids.to(device))
         rows = inside[:, 0]  # positions whose target token the draft can propose at all
         logp, topk_ids, inside = logp[rows], topk_ids[rows], inside[rows]
         target_logits = target_logits[rows].masked_fill(~inside, float("-inf"))
@@ -123,16 +127,22 @@ def loss_on(draft, head: torch.nn.Module, examples: list[Example], settings: Dis
     return settings.kl_weight * kl + settings.ce_weight * ce
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
-def acceptance(model_forward, examples: list[Example], batch_size: int = 8) -> Acceptance:
-    """`model_forward(tokens, mask)` returns logits `[B, T, V]`; compared with the target's top-1."""
+def acceptance(model_forward, examples: list[Example], batch_size: int = 8,
+               device: torch.device | str = "cpu") -> Acceptance:
+    """`model_forward(tokens, mask)` (inputs on `device`) returns logits `[B, T, V]`; compared with the
+    target's top-1."""
     runs4, runs8, agree, total = [], [], 0, 0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        tokens, mask, spans = _batch(chunk)
+        tokens, mask, spans = _batch(chunk, torch.device(device))
         logits = model_forward(tokens, mask)
         for (i, a, b), e in zip(spans, chunk):
-            match = (logits[i, a:b].argmax(-1) == e.topk_ids[:, 0]).tolist()
+            match = (logits[i, a:b].argmax(-1).cpu() == e.topk_ids[:, 0]).tolist()
             agree += sum(match)
             total += len(match)
             run = 0
@@ -199,7 +209,7 @@ def train(draft, train_set: list[Example], val_set: list[Example], settings: Dis
         progress.update(task, advance=1, loss=loss.item())
         if step % settings.eval_every == 0 or step == settings.steps:
             draft.eval()
-            result = acceptance(draft_forward(draft, head), val_set)
+            result = acceptance(draft_forward(draft, head), val_set, device=_device(draft))
             draft.train()
             history.append({"step": step, "loss": round(loss.item(), 4), **result.as_dict()})
             progress.update(task, agreement=result.agreement)
