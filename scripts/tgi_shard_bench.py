@@ -39,7 +39,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--csd-config", default=None, help="cascade YAML for csd (default: MaG, k = S)")
-    parser.add_argument("--configs", default="spec0,stock,ngram,csd")
+    parser.add_argument("--adaptive-config", default=str(REPO / "examples" / "tgi-adaptive.yaml"),
+                        help="cascade YAML with `adaptive` for csd-adaptive")
+    parser.add_argument("--configs", default="spec0,stock,ngram,csd",
+                        help="comma list of: spec0, stock, ngram, csd, csd-adaptive")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve the csd strategies' Prometheus metrics here and scrape them after each run")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS))
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -63,13 +68,19 @@ def main() -> None:
         "stock": {"speculate": S},
         "ngram": {"speculate": S, "strategy": "ngram"},
         "csd": {"speculate": S, "strategy": "csd", "config": args.csd_config},
+        "csd-adaptive": {"speculate": S, "strategy": "csd", "config": args.adaptive_config},
     }
     specs = [Spec(p, max_new_tokens=args.max_new_tokens) for p in PROMPTS[: args.prompts]]
     results: dict[str, dict] = {}
     outputs: dict[str, list[list[int]]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="tgi-csd-bench-"))
+    scraped: dict[str, dict[str, float]] = {}
     for name in args.configs.split(","):
+        serves_metrics = args.metrics_port is not None and options[name].get("strategy") == "csd"
+        if serves_metrics:
+            os.environ["TGI_CSD_METRICS_PORT"] = str(args.metrics_port)
         shard = build.Shard(venv, model, workdir, name, dtype=args.dtype, **options[name])
+        os.environ.pop("TGI_CSD_METRICS_PORT", None)
         try:
             shard.wait_ready()
             client = ShardClient(shard.address, stubs, tokenizer)
@@ -83,6 +94,8 @@ def main() -> None:
                 solo.append(outcome[0])
             batch, _ = client.run([(0, specs)])
             client.close()
+            if serves_metrics:
+                scraped[name] = scrape(args.metrics_port)
         except Exception:
             print(shard.tail(), file=sys.stderr)
             raise
@@ -102,6 +115,8 @@ def main() -> None:
         batch_tokens = [o.tokens for o in batch]
         results[name]["batch_equals_b1"] = batch_tokens == outputs[name]
         print(name, results[name], flush=True)
+    for name, samples in scraped.items():
+        results[name]["metrics"] = samples
     reference = outputs.get("spec0")
     for name in results:
         results[name]["equals_spec0"] = None if reference is None else outputs[name] == reference
@@ -116,6 +131,21 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The `tgi_csd_*` samples the shard serves (label sets folded into the name)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        sample.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())) + "}"
+                       if sample.labels else ""): sample.value
+        for family in text_string_to_metric_families(text) for sample in family.samples
+        if sample.name.startswith("tgi_csd_")
+    }
 
 
 if __name__ == "__main__":

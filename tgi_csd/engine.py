@@ -129,6 +129,7 @@ class Engine:
         elif self.running:
             self._speculate()
         results = self._retire()
+        self._track_drafter_memory()
         self.stats.steps += 1
         self.stats.step_seconds += time.perf_counter() - start
         return results
@@ -215,6 +216,15 @@ class Engine:
             Result(s.request.id, s.request.prompt_ids, s.tokens[len(s.request.prompt_ids):], s.finish_reason)
             for s in done
         ]
+
+    def _track_drafter_memory(self) -> None:
+        """Drafter KV bytes after the step, and the largest seen after any step."""
+        for drafter in self.drafters:
+            if isinstance(drafter, ModelDrafter):
+                nbytes = drafter.runner.cache.nbytes
+                self.stats.drafter_kv_bytes[drafter.name] = nbytes
+                peak = self.stats.drafter_kv_peak_bytes.get(drafter.name, 0)
+                self.stats.drafter_kv_peak_bytes[drafter.name] = max(peak, nbytes)
 
     # -- reporting -------------------------------------------------------------------------------
     def report(self) -> dict:

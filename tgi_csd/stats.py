@@ -40,6 +40,8 @@ class EngineStats:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     call_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     current_k: dict[str, dict[str, int]] = field(default_factory=dict)
+    drafter_kv_bytes: dict[str, int] = field(default_factory=dict)
+    drafter_kv_peak_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def tokens_per_target_forward(self) -> float:
@@ -66,6 +68,10 @@ class EngineStats:
                 "overhead": round(self.overhead_seconds, 4),
             },
             "drafter_forwards": dict(self.drafter_forwards),
+            "drafter_kv_mib": {
+                name: {"now": round(n / 2**20, 3), "peak": round(self.drafter_kv_peak_bytes[name] / 2**20, 3)}
+                for name, n in self.drafter_kv_bytes.items()
+            },
             "drafts": {
                 f"{drafter}->{reviewer}": {
                     "proposed": s.proposed,
