@@ -70,10 +70,13 @@ def main() -> None:
         "csd": {"speculate": S, "strategy": "csd", "config": args.csd_config},
         "csd-adaptive": {"speculate": S, "strategy": "csd", "config": args.adaptive_config},
     }
+    workdir = Path(tempfile.mkdtemp(prefix="tgi-csd-bench-"))
+    for option in options.values():  # the shard runs in `workdir`: adapter paths relative to this repo
+        if option.get("config"):
+            option["config"] = absolute_adapters(Path(option["config"]), workdir)
     specs = [Spec(p, max_new_tokens=args.max_new_tokens) for p in PROMPTS[: args.prompts]]
     results: dict[str, dict] = {}
     outputs: dict[str, list[list[int]]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="tgi-csd-bench-"))
     scraped: dict[str, dict[str, float]] = {}
     for name in args.configs.split(","):
         serves_metrics = args.metrics_port is not None and options[name].get("strategy") == "csd"
@@ -131,6 +134,19 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def absolute_adapters(config: Path, workdir: Path) -> str:
+    """A copy of `config` in `workdir` whose relative `adapter` paths are resolved against this repo."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    for drafter in data.get("drafters", []):
+        if drafter.get("adapter") and not Path(drafter["adapter"]).is_absolute():
+            drafter["adapter"] = str(REPO / drafter["adapter"])
+    out = workdir / f"{config.stem}.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return str(out)
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -44,14 +44,15 @@ def test_position_acceptance_is_conditional_and_windowed():
     assert min(acceptance.rates("mag", 3)) > 0.9, "old evidence did not fade"
 
 
-def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0) -> KController:
+def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0,
+               settings: AdaptiveSettings = SETTINGS) -> KController:
     """A controller whose reviewer costs `1 + slope * n` seconds for n tokens, whose drafters cost
     `drafter_cost` per drafted token and are accepted with probability `rate` at every position."""
     cost = SizeCost()
     for n in (4, 16, 64):
         cost.observe(n, 1.0 + slope * n)
     names = [f"d{i}" for i in range(len(bounds))]
-    ctl = KController(names, list(bounds), cost, SETTINGS)
+    ctl = KController(names, list(bounds), cost, settings)
     for name in names:
         for n in (1, 100):
             ctl.observe_call(name, n, drafter_cost * n)
@@ -95,15 +96,14 @@ def test_hysteresis_keeps_a_choice_within_the_margin():
 
 
 def test_hold_steps_delay_a_switch():
-    ctl = controller(slope=1.0, rate=0.3)
-    ctl.settings = AdaptiveSettings(warmup_steps=0, hold_steps=3, probe_every=1000)
-    ctl.held = 0
+    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=3, probe_every=1000))
+    assert ctl.choose(rows=16) == [0], "the first decision does not wait"
+    ctl.current, ctl.held = [6], 0  # as if [6] had just been chosen
     assert [ctl.choose(rows=16) for _ in range(3)] == [[6], [6], [0]]
 
 
 def test_probes_measure_the_alternative_without_switching():
-    ctl = controller(slope=1.0, rate=0.3)
-    ctl.settings = AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4)
+    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4))
     ctl.steps = 0
     choices = [ctl.choose(rows=16) for _ in range(8)]
     assert choices[:4] == [[0]] * 4 and choices[5:] == [[0]] * 3, "the first step after warmup probes 'off'"

@@ -104,7 +104,7 @@ class KController:
         self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
         self.current = list(bounds)
         self.steps = 0
-        self.held = 0
+        self.held = settings.hold_steps  # the bounds are no choice: the first decision need not wait
 
     def expected_tokens(self, sizes: list[int], rates: dict[str, list[float]] | None = None) -> float:
         """1 + expected accepted draft tokens of a draft allocated as `sizes`."""
