@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,10 +122,13 @@ def apply_hunks(text: str, hunks: list[Hunk], where: str) -> str:
 
 
 def default_series_dir() -> Path:
+    """`$TGI_CSD_PATCHES`, else the checkout's `patches/`, else the copy a wheel installs under
+    `<prefix>/share/tgi-csd/patches`."""
     env = os.environ.get(PATCHES_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "patches"
+    checkout = Path(__file__).resolve().parent.parent / "patches"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "tgi-csd" / "patches"
 
 
 def load_series(folder: Path) -> list[tuple[str, list[FileDiff]]]:
