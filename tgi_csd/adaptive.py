@@ -102,9 +102,12 @@ class KController:
         self.drafter_costs = {name: SizeCost() for name in names}
         self.acceptance = PositionAcceptance(settings.window_steps)
         self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
-        self.current = list(bounds)
+        # Start cheap: one draft token from the first drafter. Warming up at the bounds costs a forward
+        # over rows x (K + 1) tokens, several plain steps' worth at a large batch.
+        first = next((i for i, b in enumerate(bounds) if b), None)
+        self.current = [int(i == first) for i in range(len(bounds))]
         self.steps = 0
-        self.held = settings.hold_steps  # the bounds are no choice: the first decision need not wait
+        self.held = settings.hold_steps  # the start is no choice: the first decision need not wait
 
     def expected_tokens(self, sizes: list[int], rates: dict[str, list[float]] | None = None) -> float:
         """1 + expected accepted draft tokens of a draft allocated as `sizes`."""

@@ -84,7 +84,8 @@ class AdaptiveSettings(_Strict):
     hold_steps: int = Field(8, ge=1, description="steps an allocation is kept before it may change")
     probe_every: int = Field(32, ge=2, description="right after warmup and then every N steps, measure an "
                              "alternative (off while on, the best speculative allocation while off)")
-    warmup_steps: int = Field(1, ge=0, description="steps at the k-matrix's bounds before steering")
+    warmup_steps: int = Field(1, ge=0, description="steps drafting one token (from the first drafter) before "
+                              "steering")
 
 
 class CascadeConfig(_Strict):
