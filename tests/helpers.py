@@ -76,3 +76,21 @@ def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_cascade_config(folder, adaptive: dict | None = None):
+    """`folder/cascade.yaml` over a tiny saved target (`folder/tiny`): a 2-layer cut drafter, then MaG
+    without a bigram table, k-matrix [[2, 2], [0, 3]]; with `adaptive` as the config's adaptive section."""
+    import yaml
+
+    save_tiny_model_dir(folder / "tiny")
+    data = {
+        "target": {"model": str(folder / "tiny")},
+        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
+        "k_matrix": [[2, 2], [0, 3]],
+    }
+    if adaptive is not None:
+        data["adaptive"] = adaptive
+    config = folder / "cascade.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config

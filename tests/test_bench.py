@@ -7,11 +7,10 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
-from helpers import save_tiny_model_dir, tiny_llama
+from helpers import tiny_cascade_config, tiny_llama
 from tgi_csd.bench.cost import compute_params, relative_costs, tokens_per_cost
 from tgi_csd.bench.methods import EngineMethod, HFGenerate, Method, Run
 from tgi_csd.bench.report import Results, markdown
@@ -25,27 +24,14 @@ runner = CliRunner()
 ALL_METHODS = "ar,hf-assisted,hf-prompt-lookup,ngram,sd,mag,csd,csd-lenient"
 PLOTS = ["speedup.png", "tokens_per_forward.png", "batch.png"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny target with a 2-layer cut drafter and MaG, and two repetitive prompts (MaG gets accepted)."""
     folder = tmp_path_factory.mktemp("bench")
-    save_tiny_model_dir(folder / "tiny")
-    config = folder / "cascade.yaml"
-    config.write_text(yaml.safe_dump({
-        "target": {"model": str(folder / "tiny")},
-        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
-        "k_matrix": [[2, 2], [0, 3]],
-    }))
+    config = tiny_cascade_config(folder)
     prompts = folder / "prompts.txt"
     prompts.write_text("w3 w4 w5 w3 w4 w5 w6\n\nw7 w8 w9 w10 w7 w8\nw20 w21\n")
     return folder, config, prompts

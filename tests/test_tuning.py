@@ -4,11 +4,10 @@ under a header with the measured figures, and bad input exiting 2 naming the opt
 import re
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
-from helpers import save_tiny_model_dir
+from helpers import tiny_cascade_config
 from tgi_csd.bench.ksweep import label
 from tgi_csd.cli import app
 from tgi_csd.config import parse_config
@@ -16,27 +15,14 @@ from tgi_csd.tuning import MAX_DEFAULT_POINTS, default_cells, entry_values
 
 runner = CliRunner()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny target with a 2-layer cut drafter and MaG, an adaptive section (dropped when tuned), two prompts."""
     folder = tmp_path_factory.mktemp("tune")
-    save_tiny_model_dir(folder / "tiny")
-    config = folder / "cascade.yaml"
-    config.write_text(yaml.safe_dump({
-        "target": {"model": str(folder / "tiny")},
-        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
-        "k_matrix": [[2, 2], [0, 3]],
-        "adaptive": {},
-    }))
+    config = tiny_cascade_config(folder, adaptive={})
     prompts = folder / "prompts.txt"
     prompts.write_text("w3 w4 w5 w3 w4 w5 w6\nw7 w8 w9 w10 w7 w8\n")
     return folder, config, prompts

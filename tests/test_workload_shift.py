@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import save_tiny_model_dir
+from helpers import tiny_cascade_config
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "workload_shift.py"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,7 @@ def shift():
 def setup(tmp_path_factory):
     """A tiny target with a cut drafter and MaG (eager adaptive settings), code-like and chat-like prompts."""
     folder = tmp_path_factory.mktemp("shift")
-    save_tiny_model_dir(folder / "tiny")
-    config = folder / "cascade.yaml"
-    config.write_text(yaml.safe_dump({
-        "target": {"model": str(folder / "tiny")},
-        "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
-        "k_matrix": [[2, 2], [0, 3]],
-        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2},
-    }))
+    config = tiny_cascade_config(folder, adaptive={"warmup_steps": 0, "hold_steps": 1, "probe_every": 2})
     code = folder / "code.txt"
     code.write_text("w3 w4 w5 w3 w4 w5 w6\nw7 w8 w9 w10 w7 w8\nw20 w21\n")
     chat = folder / "chat.jsonl"
