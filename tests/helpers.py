@@ -33,7 +33,8 @@ def tiny_llama(vocab: int = 64, layers: int = 4, seed: int = 0, init: float = 0.
 
 def build_engine(target: LlamaForCausalLM, layout: str, eos: int | None = None) -> Engine:
     """Engines over one target: 'none', 'mag', 'ngram', 'sd' (one drafter), 'csd' (2 neural levels + MaG),
-    'csd-sampled' (the same, neural drafters sampling when the request samples)."""
+    'csd-sampled' (the same, neural drafters sampling when the request samples), 'csd-lead' (the same,
+    MaG drafting the whole draft on a suffix match of 2+ tokens)."""
     from tgi_csd.drafters.ngram import TGINGramDrafter
 
     tokenizer = StubTokenizer(eos)
@@ -51,9 +52,8 @@ def build_engine(target: LlamaForCausalLM, layout: str, eos: int | None = None) 
     if layout == "sd":
         return Engine.assemble(target_runner, [big], [[4]], tokenizer)
     small = ModelDrafter("small", ModelRunner(cut_from_target(target, 1), "small"), sample=sample)
-    return Engine.assemble(
-        target_runner, [big, small, MaGDrafter(None)], [[2, 1, 2], [0, 2, 1], [0, 0, 3]], tokenizer
-    )
+    mag = MaGDrafter(None, lead_ngram=2 if layout == "csd-lead" else None)
+    return Engine.assemble(target_runner, [big, small, mag], [[2, 1, 2], [0, 2, 1], [0, 0, 3]], tokenizer)
 
 
 def hf_greedy(model: LlamaForCausalLM, prompt: list[int], new_tokens: int) -> list[int]:

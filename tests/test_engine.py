@@ -21,7 +21,7 @@ PROMPTS = [
 TOLERANCE = 1e-4  # near-tie: top-2 logit gap of the reference below this
 
 
-@pytest.mark.parametrize("layout", ["none", "mag", "ngram", "sd", "csd"])
+@pytest.mark.parametrize("layout", ["none", "mag", "ngram", "sd", "csd", "csd-lead"])
 def test_greedy_equals_target_alone(target, layout):
     engine = build_engine(target, layout)
     results = engine.generate([Request(prompt_ids=p, max_new_tokens=24) for p in PROMPTS])

@@ -70,3 +70,12 @@ def test_min_ngram_refuses_short_matches():
     history = [1, 5, 2, 5]
     assert mag_for(history, min_ngram=2).propose([0], [TokenSeq(history)], [1]).tokens == [[]]
     assert mag_for(history, min_ngram=1).propose([0], [TokenSeq(history)], [1]).tokens == [[2]]
+
+
+def test_leads_only_on_a_suffix_match_of_lead_ngram_tokens():
+    history = [5, 1, 2, 7, 9, 3, 1, 2]
+    mag = mag_for(history, lead_ngram=2)
+    assert mag.leads(0, TokenSeq(history))  # [1, 2] matched
+    assert not mag.leads(0, TokenSeq(history, [4]))  # [4] was never seen
+    assert not mag.leads(0, TokenSeq(history, [3]))  # [2, 3] unseen; [3] alone is too short
+    assert not mag_for(history).leads(0, TokenSeq(history))  # lead_ngram unset: never leads

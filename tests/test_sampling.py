@@ -61,7 +61,7 @@ def accept_every_draft(logits, drafts, params, uniforms, draft_probs=None) -> Ve
     return Verdict([len(d) for d in drafts], tokens, None)
 
 
-@pytest.mark.parametrize("layout", ["none", "mag", "csd", "csd-sampled"])
+@pytest.mark.parametrize("layout", ["none", "mag", "csd", "csd-sampled", "csd-lead"])
 def test_cascade_keeps_the_target_distribution(target, layout):
     assert pair_p_value(target, layout) > 1e-3
 

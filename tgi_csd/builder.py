@@ -77,7 +77,7 @@ def build_drafters(specs: list[DrafterSpec], target_model: PreTrainedModel | Non
             drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab, loaded))
         elif isinstance(spec, MaGSpec):
             bigram = bigram_table(spec.bigram, tokenizer, vocab)
-            drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram))
+            drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram, spec.lead_ngram))
         elif isinstance(spec, TGINGramSpec):
             drafters.append(TGINGramDrafter(spec.name))
     if kv_budget_mb is not None:

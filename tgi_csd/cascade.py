@@ -28,6 +28,8 @@ class HorizontalCascade:
     the most likely to be accepted, so they get the best drafter).
 
     With a `controller` the k_j are upper bounds and each `propose` uses the controller's choice.
+    A later drafter with positions this call that `leads` on a row (MaG on a long suffix match)
+    fills that row's whole draft (the sum of the sizes) instead; the drafters before it skip the row.
     """
 
     def __init__(self, reviewer: str, segments: list[tuple[Drafter, int]], stats: EngineStats) -> None:
@@ -53,11 +55,15 @@ class HorizontalCascade:
         tokens: list[list[int]] = [[] for _ in rows]
         origins: list[list[str]] = [[] for _ in rows]
         probs: list[list[torch.Tensor | None]] | None = None
-        for (drafter, _), k in zip(self.segments, self.sizes):
-            active = [i for i, limit in enumerate(limits) if limit > len(tokens[i])]
-            if not active or not k:
+        leaders = self._leaders(rows, seqs)
+        budget = sum(self.sizes)
+        for j, ((drafter, _), k) in enumerate(zip(self.segments, self.sizes)):
+            wanted = [min(budget, limit) if leader == j else k if leader is None else 0
+                      for limit, leader in zip(limits, leaders)]
+            active = [i for i, want in enumerate(wanted) if want > 0 and limits[i] > len(tokens[i])]
+            if not active:
                 continue
-            counts = [min(k, limits[i] - len(tokens[i])) for i in active]
+            counts = [min(wanted[i], limits[i] - len(tokens[i])) for i in active]
             start = time.perf_counter()
             proposal = drafter.propose([rows[i] for i in active], [seqs[i].extended(tokens[i]) for i in active],
                                        counts)
@@ -76,6 +82,14 @@ class HorizontalCascade:
                     probs[i].extend(proposal.probs[slot] if proposal.probs is not None else [None] * len(new))
                 self.stats.pairs[(self.reviewer, drafter.name)].proposed += len(new)
         return Draft(tokens, origins, probs)
+
+    def _leaders(self, rows: list[int], seqs: list[TokenSeq]) -> list[int | None]:
+        """Per row, the segment (after the first) whose drafter leads on it, else None."""
+        leading = [j for j, ((drafter, _), k) in enumerate(zip(self.segments, self.sizes)) if j and k]
+        if not leading or not sum(self.sizes):
+            return [None] * len(rows)
+        return [next((j for j in leading if self.segments[j][0].leads(row, seq)), None)
+                for row, seq in zip(rows, seqs)]
 
     def record(self, draft: Draft, accepted: list[int]) -> None:
         """Count proposed / accepted draft tokens per drafter and per position; teach the controller."""

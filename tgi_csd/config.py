@@ -64,6 +64,11 @@ class MaGSpec(_Strict):
     )
     max_ngram: int = Field(12, ge=1, le=64)
     min_ngram: int = Field(1, ge=1)
+    lead_ngram: int | None = Field(
+        None, ge=1, description="when the sequence's suffix matches an earlier place over at least this many "
+        "tokens, MaG drafts the reviewer's whole draft itself, ahead of the model drafters (a long match "
+        "predicts better than a small model); null = MaG only fills the positions the k-matrix gives it"
+    )
 
 
 class TGINGramSpec(_Strict):

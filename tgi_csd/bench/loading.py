@@ -54,7 +54,7 @@ class BenchModels:
             runner = ModelRunner(self.drafter_models[spec.name], spec.name)
             return ModelDrafter(spec.name, runner, spec.leniency, spec.sample)
         if isinstance(spec, MaGSpec):
-            return MaGDrafter(self.bigram(spec.bigram), spec.name, spec.max_ngram, spec.min_ngram)
+            return MaGDrafter(self.bigram(spec.bigram), spec.name, spec.max_ngram, spec.min_ngram, spec.lead_ngram)
         return TGINGramDrafter(spec.name)
 
     def engine(self, cascade: CascadeConfig) -> Engine:

@@ -47,6 +47,12 @@ class Drafter(ABC):
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         """Up to `counts[i]` tokens continuing `seqs[i]` for row `rows[i]`."""
 
+    def leads(self, row: int, seq: TokenSeq) -> bool:
+        """True when this drafter should fill row `row`'s whole draft itself, ahead of the larger
+        drafters before it in a horizontal cascade (it expects to beat them on this context).
+        Exactness does not depend on it: the reviewer verifies every draft."""
+        return False
+
     @abstractmethod
     def add_rows(self, infos: list[RowInfo]) -> None:
         """Rows appended at the end of the batch."""

@@ -37,11 +37,12 @@ class MaGDrafter(Drafter):
     """
 
     def __init__(self, bigram: BigramTable | None, name: str = "mag", max_ngram: int = 12,
-                 min_ngram: int = 1) -> None:
+                 min_ngram: int = 1, lead_ngram: int | None = None) -> None:
         self.name = name
         self.bigram = bigram
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
+        self.lead_ngram = lead_ngram
         self.indexes: list[_SuffixIndex] = []
 
     def add_rows(self, infos: list[RowInfo]) -> None:
@@ -57,19 +58,24 @@ class MaGDrafter(Drafter):
         for index, history in zip(self.indexes, histories):
             index.extend(history, self.max_ngram)
 
-    def _match_end(self, index: _SuffixIndex, seq: TokenSeq) -> int | None:
+    def _match(self, index: _SuffixIndex, seq: TokenSeq, min_ngram: int) -> int | None:
+        """Where the longest suffix of `seq` (at least `min_ngram` tokens) most recently ended."""
         tail = seq.last(self.max_ngram)
-        for n in range(len(tail), self.min_ngram - 1, -1):
+        for n in range(len(tail), min_ngram - 1, -1):
             end = index.ends.get(tuple(tail[len(tail) - n :]))
             if end is not None:
                 return end
         return None
 
+    def leads(self, row: int, seq: TokenSeq) -> bool:
+        """A suffix match of `lead_ngram` or more tokens: copying it beats a small model's guess."""
+        return self.lead_ngram is not None and self._match(self.indexes[row], seq, self.lead_ngram) is not None
+
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         tokens = []
         for row, seq, count in zip(rows, seqs, counts):
             out: list[int] = []
-            end = self._match_end(self.indexes[row], seq) if count > 0 else None
+            end = self._match(self.indexes[row], seq, self.min_ngram) if count > 0 else None
             if end is not None:
                 length = len(seq)
                 for pos in range(end + 1, end + 1 + count):
