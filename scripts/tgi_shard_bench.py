@@ -10,7 +10,8 @@ batch. Reported per configuration:
 * that greedy outputs equal those without speculation.
 
 Usage (a venv prepared by integration_tests/shard/build.py, or TGI_SRC to prepare one):
-    python scripts/tgi_shard_bench.py --venv ~/.cache/tgi-csd/integration/<key>/venv [--speculate 4]
+    python scripts/tgi_shard_bench.py --venv ~/.cache/tgi-csd/integration/<key>/venv [--speculate 4] \
+        [--prompts humaneval --limit 12] [--csd-config examples/tgi-csd-distilled.yaml]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from integration_tests.shard import build  # noqa: E402
 from integration_tests.shard.client import ShardClient, Spec  # noqa: E402
 from integration_tests.workload import PROMPTS  # noqa: E402
+from tgi_csd.prompts import load_prompts  # noqa: E402
 
 
 def main() -> None:
@@ -42,10 +44,14 @@ def main() -> None:
     parser.add_argument("--adaptive-config", default=str(REPO / "examples" / "tgi-adaptive.yaml"),
                         help="cascade YAML with `adaptive` for csd-adaptive")
     parser.add_argument("--configs", default="spec0,stock,ngram,csd",
-                        help="comma list of: spec0, stock, ngram, csd, csd-adaptive")
+                        help="comma list of: spec0, stock, ngram, csd, csd-adaptive, or LABEL=CASCADE.yaml for the "
+                        "csd strategy with that config (e.g. csd-distilled=examples/tgi-csd-distilled.yaml)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve the csd strategies' Prometheus metrics here and scrape them after each run")
-    parser.add_argument("--prompts", type=int, default=len(PROMPTS))
+    parser.add_argument("--prompts", default="workload",
+                        help="'workload' (the integration suite's 12 mixed prompts), 'humaneval[:START:STOP]' or a "
+                        "file, as for `tgi-csd bench`")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -70,15 +76,24 @@ def main() -> None:
         "csd": {"speculate": S, "strategy": "csd", "config": args.csd_config},
         "csd-adaptive": {"speculate": S, "strategy": "csd", "config": args.adaptive_config},
     }
+    names = []
+    for entry in args.configs.split(","):
+        name, _, config = entry.partition("=")
+        if config:
+            options[name] = {"speculate": S, "strategy": "csd", "config": config}
+        elif name not in options:
+            parser.error(f"--configs: unknown {name!r}; use {', '.join(options)} or LABEL=CASCADE.yaml")
+        names.append(name)
     workdir = Path(tempfile.mkdtemp(prefix="tgi-csd-bench-"))
     for option in options.values():  # the shard runs in `workdir`: adapter paths relative to this repo
         if option.get("config"):
             option["config"] = absolute_adapters(Path(option["config"]), workdir)
-    specs = [Spec(p, max_new_tokens=args.max_new_tokens) for p in PROMPTS[: args.prompts]]
+    prompts = PROMPTS if args.prompts == "workload" else load_prompts(args.prompts)
+    specs = [Spec(p, max_new_tokens=args.max_new_tokens) for p in prompts[: args.limit]]
     results: dict[str, dict] = {}
     outputs: dict[str, list[list[int]]] = {}
     scraped: dict[str, dict[str, float]] = {}
-    for name in args.configs.split(","):
+    for name in names:
         serves_metrics = args.metrics_port is not None and options[name].get("strategy") == "csd"
         if serves_metrics:
             os.environ["TGI_CSD_METRICS_PORT"] = str(args.metrics_port)
@@ -123,14 +138,16 @@ def main() -> None:
     reference = outputs.get("spec0")
     for name in results:
         results[name]["equals_spec0"] = None if reference is None else outputs[name] == reference
-    summary = {"speculate": S, "dtype": args.dtype, "prompts": len(specs), "max_new_tokens": args.max_new_tokens,
-               "threads": os.environ.get("OMP_NUM_THREADS", "1"), "results": results}
-    if "csd" in results and "ngram" in results:
-        summary["csd_over_ngram_tokens_per_forward"] = round(
-            results["csd"]["tokens_per_target_forward_b1"] / results["ngram"]["tokens_per_target_forward_b1"], 3)
-    if "csd" in results and "stock" in results:
-        summary["csd_over_stock_tokens_per_forward"] = round(
-            results["csd"]["tokens_per_target_forward_b1"] / results["stock"]["tokens_per_target_forward_b1"], 3)
+    summary = {"speculate": S, "dtype": args.dtype, "prompt_set": args.prompts, "prompts": len(specs),
+               "max_new_tokens": args.max_new_tokens, "threads": os.environ.get("OMP_NUM_THREADS", "1"),
+               "configs": {name: options[name].get("config") for name in names}, "results": results}
+    for baseline in ("stock", "ngram"):
+        if baseline in results:
+            for name in results:
+                if options[name].get("strategy") == "csd":
+                    summary[f"{name}_over_{baseline}_tokens_per_forward"] = round(
+                        results[name]["tokens_per_target_forward_b1"]
+                        / results[baseline]["tokens_per_target_forward_b1"], 3)
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
