@@ -32,6 +32,18 @@ def test_size_cost_interpolates_and_extrapolates():
     assert cost.predict(8) == pytest.approx(3.0)
 
 
+def test_size_cost_never_predicts_a_bigger_call_cheaper():
+    cost = SizeCost(smoothing=0.5)
+    for n, seconds in [(4, 1.0), (8, 2.0), (12, 1.2), (16, 3.0)]:  # 12 was timed on a lucky moment
+        cost.observe(n, seconds)
+    predictions = [cost.predict(n) for n in range(1, 24)]
+    assert predictions == sorted(predictions)
+    assert cost.predict(8) == cost.predict(12) == pytest.approx(1.6)  # pooled, each size weighted alike
+    assert cost.predict(4) == 1.0 and cost.predict(16) == 3.0
+    cost.observe(12, 1.2)  # more evidence for the low value pulls the pool down
+    assert cost.predict(8) < 1.6
+
+
 def test_position_acceptance_is_conditional_and_windowed():
     acceptance = PositionAcceptance(window=20)
     for _ in range(100):  # position 0 always accepted, position 1 never (given 0 was)

@@ -21,35 +21,56 @@ from tgi_csd.config import AdaptiveSettings
 class SizeCost:
     """Seconds per call as a function of its size n (tokens fed, or rows x tokens asked).
 
-    Per observed n an exponential moving average; other n interpolate linearly between the
-    nearest observed sizes and extrapolate along the outermost two (never below zero, flat with
-    a single point). `predict` is None before any observation.
+    Per observed n an exponential moving average. Predictions come from those averages made
+    non-decreasing in n (pool-adjacent-violators, each size weighted by its observations, at most
+    an EWMA's effective window): a bigger call never costs less, so one lucky timing at a large size
+    cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
+    extrapolate along the outermost two (never below zero, flat with a single size). `predict` is
+    None before any observation.
     """
 
     def __init__(self, smoothing: float = 0.2) -> None:
         self.smoothing = smoothing
         self.points: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
         self._sizes: list[int] = []
+        self._fitted: list[float] | None = None
 
     def observe(self, n: int, seconds: float) -> None:
         if n in self.points:
             self.points[n] += self.smoothing * (seconds - self.points[n])
+            self.counts[n] += 1
         else:
-            self.points[n] = seconds
+            self.points[n], self.counts[n] = seconds, 1
             bisect.insort(self._sizes, n)
+        self._fitted = None
+
+    def _monotone(self) -> list[float]:
+        """The averages at `_sizes`, pooled until non-decreasing (weighted pool-adjacent-violators)."""
+        if self._fitted is None:
+            cap = (2 - self.smoothing) / self.smoothing
+            blocks: list[list[float]] = []  # [mean, weight, number of sizes]
+            for n in self._sizes:
+                blocks.append([self.points[n], min(self.counts[n], cap), 1])
+                while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+                    (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
+                    blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+            self._fitted = [mean for mean, _, count in blocks for _ in range(count)]
+        return self._fitted
 
     def predict(self, n: int) -> float | None:
         sizes = self._sizes
         if not sizes:
             return None
-        if n in self.points:
-            return self.points[n]
+        fitted = self._monotone()
+        i = bisect.bisect_left(sizes, n)
+        if i < len(sizes) and sizes[i] == n:
+            return fitted[i]
         if len(sizes) == 1:
-            return self.points[sizes[0]]
-        i = bisect.bisect(sizes, n)
-        lo, hi = (sizes[i - 1], sizes[i]) if 0 < i < len(sizes) else (sizes[:2] if i == 0 else sizes[-2:])
-        slope = (self.points[hi] - self.points[lo]) / (hi - lo)
-        return max(0.0, self.points[lo] + slope * (n - lo))
+            return fitted[0]
+        lo = min(max(i - 1, 0), len(sizes) - 2)
+        slope = (fitted[lo + 1] - fitted[lo]) / (sizes[lo + 1] - sizes[lo])
+        return max(0.0, fitted[lo] + slope * (n - sizes[lo]))
 
 
 class PositionAcceptance:
