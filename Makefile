@@ -54,7 +54,7 @@ test: .nox-runner/.installed
 	.nox-runner/bin/nox -s lint tests chart integration
 
 # `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
-BENCH_CONFIG ?= examples/csd-2level.yaml
+BENCH_CONFIG ?= examples/csd-distilled.yaml
 BENCH_ARGS ?= --limit 20 --max-new-tokens 128 --repeats 3 --batch-sizes 1,4,16
 .PHONY: bench
 bench: venv
