@@ -44,6 +44,8 @@ def test_good_config_parses():
         (with_(drafters=[{"type": "mag"}, {"type": "mag"}], k_matrix=[[1, 1]]), "names must be unique"),
         (with_(target={"model": "x", "dtype": "int8"}), "target.dtype"),
         (with_(extra=1), "extra"),
+        (with_(drafters=[{"type": "model", "name": "d1", "from_target_layers": 8},
+                         {"type": "mag", "max_ngram": 4, "lead_ngram": 6}]), "`lead_ngram` 6 exceeds `max_ngram` 4"),
         ({**GOOD, "drafters": [{"type": "model", "name": "d1", "from_target_layers": 8, "leniency": 0.5},
                                {"type": "mag"}]}, "leniency"),
     ],

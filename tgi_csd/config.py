@@ -70,6 +70,13 @@ class MaGSpec(_Strict):
         "predicts better than a small model); null = MaG only fills the positions the k-matrix gives it"
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> MaGSpec:
+        if self.lead_ngram is not None and self.lead_ngram > self.max_ngram:
+            raise ValueError(f"drafter '{self.name}': `lead_ngram` {self.lead_ngram} exceeds `max_ngram` "
+                             f"{self.max_ngram}, so MaG would never lead; lower it or raise `max_ngram`")
+        return self
+
 
 class TGINGramSpec(_Strict):
     """TGI's stock first-match n-gram speculation."""

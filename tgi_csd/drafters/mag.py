@@ -58,24 +58,26 @@ class MaGDrafter(Drafter):
         for index, history in zip(self.indexes, histories):
             index.extend(history, self.max_ngram)
 
-    def _match(self, index: _SuffixIndex, seq: TokenSeq, min_ngram: int) -> int | None:
-        """Where the longest suffix of `seq` (at least `min_ngram` tokens) most recently ended."""
+    def _match_end(self, index: _SuffixIndex, seq: TokenSeq) -> int | None:
         tail = seq.last(self.max_ngram)
-        for n in range(len(tail), min_ngram - 1, -1):
+        for n in range(len(tail), self.min_ngram - 1, -1):
             end = index.ends.get(tuple(tail[len(tail) - n :]))
             if end is not None:
                 return end
         return None
 
     def leads(self, row: int, seq: TokenSeq) -> bool:
-        """A suffix match of `lead_ngram` or more tokens: copying it beats a small model's guess."""
-        return self.lead_ngram is not None and self._match(self.indexes[row], seq, self.lead_ngram) is not None
+        """A suffix match of `lead_ngram` or more tokens: copying it beats a small model's guess.
+        One lookup: a longer match ends with the last `lead_ngram` tokens, which are indexed too."""
+        if self.lead_ngram is None or len(seq) < self.lead_ngram:
+            return False
+        return tuple(seq.last(self.lead_ngram)) in self.indexes[row].ends
 
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         tokens = []
         for row, seq, count in zip(rows, seqs, counts):
             out: list[int] = []
-            end = self._match(self.indexes[row], seq, self.min_ngram) if count > 0 else None
+            end = self._match_end(self.indexes[row], seq) if count > 0 else None
             if end is not None:
                 length = len(seq)
                 for pos in range(end + 1, end + 1 + count):
