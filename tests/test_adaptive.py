@@ -1,5 +1,7 @@
 """Adaptive k: the cost model's pieces, the controller's choices and hysteresis, and exact engines."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -69,7 +71,7 @@ def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0
         for n in (1, 100):
             ctl.observe_call(name, n, drafter_cost * n)
     ctl.acceptance = _exact(names, rate, sum(bounds))
-    ctl.steps = 1  # past the probe right after warmup
+    ctl.steps = ctl.last_probe = 1  # past the probe right after warmup
     return ctl
 
 
@@ -107,20 +109,44 @@ def test_hysteresis_keeps_a_choice_within_the_margin():
     assert ctl.choose(rows=1) != [6]
 
 
-def test_hold_steps_delay_a_switch():
-    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=3, probe_every=1000))
-    assert ctl.choose(rows=16) == [0], "the first decision does not wait"
-    ctl.current, ctl.held = [6], 0  # as if [6] had just been chosen
-    assert [ctl.choose(rows=16) for _ in range(3)] == [[6], [6], [0]]
+def test_hold_steps_delay_a_switch_but_not_turning_speculation_off():
+    ctl = controller(slope=0.0, rate=0.8, settings=AdaptiveSettings(warmup_steps=0, hold_steps=3, probe_every=1000))
+    assert ctl.choose(rows=1) == [6], "the first decision does not wait"
+    ctl.current, ctl.held = [0], 0  # as if 'off' had just been chosen
+    assert [ctl.choose(rows=1) for _ in range(3)] == [[0], [0], [6]]
+    ctl.acceptance = _exact(["d0"], 0.0, 6)
+    ctl.observe_call("d0", 6, 100.0)  # drafting now costs far more than it saves
+    assert ctl.choose(rows=1) == [0], "off at once, although [6] was chosen a step ago"
 
 
 def test_probes_measure_the_alternative_without_switching():
-    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4))
-    ctl.steps = 0
+    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4,
+                                                                     probe_budget=1.0))
+    ctl.steps, ctl.last_probe = 0, None
     choices = [ctl.choose(rows=16) for _ in range(8)]
     assert choices[:4] == [[0]] * 4 and choices[5:] == [[0]] * 3, "the first step after warmup probes 'off'"
     assert choices[4] != [0], "while off, every 4th step probes speculation"
     assert ctl.current == [0]
+
+
+def test_a_new_batch_size_is_decided_at_once_despite_the_hold():
+    ctl = controller(slope=0.1, rate=0.8, settings=AdaptiveSettings(warmup_steps=0, hold_steps=8, probe_every=1000))
+    assert ctl.choose(rows=256) == [0], "verifying 256 x (k + 1) tokens does not pay"
+    assert ctl.choose(rows=1)[0] >= 3, "one row: speculation pays, and the hold must not keep 'off'"
+    ctl.current, ctl.held = [0], 0
+    assert ctl.choose(rows=1) == [0], "same batch size: the hold applies"
+
+
+def test_probes_at_a_large_batch_fit_the_budget():
+    budget = 0.02
+    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4,
+                                                                     probe_budget=budget))
+    choices = [ctl.choose(rows=16) for _ in range(400)]
+    probes = [i for i, c in enumerate(choices) if c != [0]]
+    off_seconds = ctl.step_seconds([0], 16)
+    extra = ctl.step_seconds([1], 16) - 16 * ctl.expected_tokens([1]) / ctl.predicted_rate([0], 16)
+    assert len(probes) >= 5, "speculation is still probed now and then"
+    assert min(b - a for a, b in itertools.pairwise(probes)) >= extra / (budget * off_seconds)
 
 
 class WrongDrafter(Drafter):

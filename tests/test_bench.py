@@ -96,7 +96,7 @@ def test_nospec_and_csd_adaptive_at_batch_1_and_4(setup):
         "target": {"model": str(folder / "tiny")},
         "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
         "k_matrix": [[2, 2], [0, 3]],
-        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2},
+        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2, "probe_budget": 1.0},
     }))
     out = folder / "adaptive-out"
     result = bench(config, prompts, out, "--methods", "nospec,csd,csd-adaptive", "--batch-sizes", "1,4")

@@ -27,7 +27,8 @@ def shift():
 def setup(tmp_path_factory):
     """A tiny target with a cut drafter and MaG (eager adaptive settings), code-like and chat-like prompts."""
     folder = tmp_path_factory.mktemp("shift")
-    config = tiny_cascade_config(folder, adaptive={"warmup_steps": 0, "hold_steps": 1, "probe_every": 2})
+    eager = {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2, "probe_budget": 1.0}
+    config = tiny_cascade_config(folder, adaptive=eager)
     code = folder / "code.txt"
     code.write_text("w3 w4 w5 w3 w4 w5 w6\nw7 w8 w9 w10 w7 w8\nw20 w21\n")
     chat = folder / "chat.jsonl"

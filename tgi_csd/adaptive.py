@@ -21,7 +21,8 @@ from tgi_csd.config import AdaptiveSettings
 class SizeCost:
     """Seconds per call as a function of its size n (tokens fed, or rows x tokens asked).
 
-    Per observed n an exponential moving average. Predictions come from those averages made
+    Per observed n an exponential moving average (a plain mean over its first `1 / smoothing`
+    observations, so a size seen once is not stuck near its first timing). Predictions come from those averages made
     non-decreasing in n (pool-adjacent-violators, each size weighted by its observations, at most
     an EWMA's effective window): a bigger call never costs less, so one lucky timing at a large size
     cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
@@ -38,8 +39,8 @@ class SizeCost:
 
     def observe(self, n: int, seconds: float) -> None:
         if n in self.points:
-            self.points[n] += self.smoothing * (seconds - self.points[n])
             self.counts[n] += 1
+            self.points[n] += max(self.smoothing, 1 / self.counts[n]) * (seconds - self.points[n])
         else:
             self.points[n], self.counts[n] = seconds, 1
             bisect.insort(self._sizes, n)
@@ -107,8 +108,11 @@ class PositionAcceptance:
 class KController:
     """Chooses one reviewer's allocation `sizes[c]` (tokens from drafter c, `0 <= sizes[c] <= bounds[c]`).
 
-    Invariants: the choice never exceeds the bounds; it changes only after `hold_steps` and when
-    the predicted tokens/s beats the current choice's by `margin`; probes never change it.
+    Invariants: the choice never exceeds the bounds; it changes only when the predicted tokens/s
+    beats the current choice's by `margin`, and only after `hold_steps` unless it turns speculation
+    off (the safe choice) or the batch moved to another power-of-two size (the best allocation
+    depends on it); probes never change it, and a
+    probe's predicted extra time stays within `probe_budget` of the time since the previous probe.
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
     """
@@ -129,6 +133,9 @@ class KController:
         self.current = [int(i == first) for i in range(len(bounds))]
         self.steps = 0
         self.held = settings.hold_steps  # the start is no choice: the first decision need not wait
+        self.batch_bucket = 0  # bit length of the row count at the previous step
+        self.last_probe: int | None = None  # step of the previous probe
+        self.seconds_since_probe = 0.0  # predicted seconds of the steps since then
 
     def expected_tokens(self, sizes: list[int], rates: dict[str, list[float]] | None = None) -> float:
         """1 + expected accepted draft tokens of a draft allocated as `sizes`."""
@@ -145,8 +152,9 @@ class KController:
         depth = sum(self.bounds)
         return {name: self.acceptance.rates(name, depth) for name in self.names}
 
-    def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None) -> float | None:
-        """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured."""
+    def step_seconds(self, sizes: list[int], rows: int) -> float | None:
+        """Predicted seconds of one review of `rows` rows drafted as `sizes`, None while a needed cost
+        is unmeasured."""
         drafted = sum(sizes)
         width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
         seconds = self.reviewer_cost.predict(rows * (width + 1))
@@ -154,6 +162,11 @@ class KController:
             if k and seconds is not None:
                 cost = self.drafter_costs[name].predict(rows * k)
                 seconds = None if cost is None else seconds + cost
+        return seconds
+
+    def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None) -> float | None:
+        """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured."""
+        seconds = self.step_seconds(sizes, rows)
         if seconds is None or seconds <= 0:
             return None
         return rows * self.expected_tokens(sizes, rates) / seconds
@@ -162,33 +175,56 @@ class KController:
         """The allocation for this review of `rows` rows."""
         self.steps += 1
         self.held += 1
+        if rows.bit_length() != self.batch_bucket:
+            self.batch_bucket, self.held = rows.bit_length(), max(self.held, self.settings.hold_steps)
         if self.steps <= self.settings.warmup_steps:
             return self.current
         acceptance = self._rates()
         rates = {tuple(c): self.predicted_rate(c, rows, acceptance) for c in self.candidates}
         unmeasured = [list(c) for c, rate in rates.items() if rate is None]
         known = {c: rate for c, rate in rates.items() if rate is not None}
-        if (self.steps - self.settings.warmup_steps) % self.settings.probe_every == 1:
-            return self._probe(unmeasured, known)
-        if not known:
-            return self.current
-        best = max(known, key=lambda c: (known[c], -sum(c)))
-        current = known.get(tuple(self.current))
-        if list(best) != self.current and self.held >= self.settings.hold_steps and (
-                current is None or known[best] > current * (1 + self.settings.margin)):
-            self.current, self.held = list(best), 0
+        probe = self._probe(unmeasured, known, rows, acceptance)
+        if probe is not None:
+            self.last_probe, self.seconds_since_probe = self.steps, 0.0
+            return probe
+        self._decide(known)
+        self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
         return self.current
 
-    def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float]) -> list[int]:
-        """An allocation other than the current one, to refresh its measurements: an unmeasured one
-        first, else speculation off while on, or the best speculative allocation while off."""
+    def _decide(self, known: dict[tuple[int, ...], float]) -> None:
+        if not known:
+            return
+        best = max(known, key=lambda c: (known[c], -sum(c)))
+        current = known.get(tuple(self.current))
+        may_switch = self.held >= self.settings.hold_steps or not any(best)  # off, the safe choice, never waits
+        if list(best) != self.current and may_switch and (
+                current is None or known[best] > current * (1 + self.settings.margin)):
+            self.current, self.held = list(best), 0
+
+    def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float], rows: int,
+               acceptance: dict[str, list[float]]) -> list[int] | None:
+        """The allocation to probe this step, None when no probe is due. Right after warmup and then
+        at most every `probe_every` steps: an unmeasured allocation first, else speculation off while
+        on, or the best speculative allocation while off, once its predicted extra time over the
+        current choice fits `probe_budget`."""
+        if self.last_probe is not None and self.steps - self.last_probe < self.settings.probe_every:
+            return None
         if unmeasured:
             return unmeasured[0]
-        off = [0] * len(self.bounds)
         if any(self.current):
-            return off
-        speculative = {c: r for c, r in known.items() if any(c)}
-        return list(max(speculative, key=speculative.get)) if speculative else self.current
+            probe = [0] * len(self.bounds)
+        else:
+            speculative = {c: r for c, r in known.items() if any(c)}
+            if not speculative:
+                return None
+            probe = list(max(speculative, key=speculative.get))
+        current_rate = known.get(tuple(self.current))
+        seconds = self.step_seconds(probe, rows)
+        if self.last_probe is not None and current_rate and seconds is not None:
+            extra = seconds - rows * self.expected_tokens(probe, acceptance) / current_rate
+            if extra > self.settings.probe_budget * self.seconds_since_probe:
+                return None
+        return probe
 
     def observe_review(self, origins: list[list[str]], accepted: list[int]) -> None:
         self.acceptance.observe(origins, accepted)
