@@ -22,8 +22,8 @@ class SizeCost:
     """Seconds per call as a function of its size n (tokens fed, or rows x tokens asked).
 
     Per observed n an exponential moving average (a plain mean over its first `1 / smoothing`
-    observations, so a size seen once is not stuck near its first timing). Predictions come from those averages made
-    non-decreasing in n (pool-adjacent-violators, each size weighted by its observations, at most
+    observations, so a size seen once is not stuck near its first timing). Predictions come from
+    those averages made non-decreasing in n (pool-adjacent-violators, each size weighted by its observations, at most
     an EWMA's effective window): a bigger call never costs less, so one lucky timing at a large size
     cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
     extrapolate along the outermost two (never below zero, flat with a single size). `predict` is
@@ -111,8 +111,8 @@ class KController:
     Invariants: the choice never exceeds the bounds; it changes only when the predicted tokens/s
     beats the current choice's by `margin`, and only after `hold_steps` unless it turns speculation
     off (the safe choice) or the batch moved to another power-of-two size (the best allocation
-    depends on it); probes never change it, and a
-    probe's predicted extra time stays within `probe_budget` of the time since the previous probe.
+    depends on it); probes never change it, and a probe's predicted extra time stays within
+    `probe_budget` of the time since the previous probe.
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
     """
