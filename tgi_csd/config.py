@@ -94,7 +94,7 @@ class AdaptiveSettings(_Strict):
     window_steps: int = Field(64, ge=2, description="acceptance statistics forget with this horizon (steps)")
     margin: float = Field(0.05, ge=0, description="predicted gain needed before switching allocation")
     hold_steps: int = Field(8, ge=1, description="steps an allocation is kept before it may change, unless the "
-                            "batch moves to another power-of-two size")
+                            "change turns speculation off or the batch moved to another power-of-two size")
     probe_every: int = Field(32, ge=2, description="right after warmup and then at most every N steps, measure an "
                              "alternative (off while on, the best speculative allocation while off)")
     probe_budget: float = Field(0.02, gt=0, le=1, description="a probe waits until its predicted extra time over "
