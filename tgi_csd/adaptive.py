@@ -23,9 +23,9 @@ class SizeCost:
 
     Per observed n an exponential moving average (a plain mean over its first `1 / smoothing`
     observations, so a size seen once is not stuck near its first timing). Predictions come from
-    those averages made non-decreasing in n (pool-adjacent-violators, each size weighted by its observations, at most
-    an EWMA's effective window): a bigger call never costs less, so one lucky timing at a large size
-    cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
+    those averages made non-decreasing in n (pool-adjacent-violators, each size weighted by its
+    observations, at most an EWMA's effective window): a bigger call never costs less, so one lucky
+    timing at a large size cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
     extrapolate along the outermost two (never below zero, flat with a single size). `predict` is
     None before any observation.
     """
@@ -183,7 +183,7 @@ class KController:
         rates = {tuple(c): self.predicted_rate(c, rows, acceptance) for c in self.candidates}
         unmeasured = [list(c) for c, rate in rates.items() if rate is None]
         known = {c: rate for c, rate in rates.items() if rate is not None}
-        probe = self._probe(unmeasured, known, rows, acceptance)
+        probe = self._probe(unmeasured, known, rows)
         if probe is not None:
             self.last_probe, self.seconds_since_probe = self.steps, 0.0
             return probe
@@ -201,8 +201,7 @@ class KController:
                 current is None or known[best] > current * (1 + self.settings.margin)):
             self.current, self.held = list(best), 0
 
-    def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float], rows: int,
-               acceptance: dict[str, list[float]]) -> list[int] | None:
+    def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float], rows: int) -> list[int] | None:
         """The allocation to probe this step, None when no probe is due. Right after warmup and then
         at most every `probe_every` steps: an unmeasured allocation first, else speculation off while
         on, or the best speculative allocation while off, once its predicted extra time over the
@@ -219,9 +218,9 @@ class KController:
                 return None
             probe = list(max(speculative, key=speculative.get))
         current_rate = known.get(tuple(self.current))
-        seconds = self.step_seconds(probe, rows)
-        if self.last_probe is not None and current_rate and seconds is not None:
-            extra = seconds - rows * self.expected_tokens(probe, acceptance) / current_rate
+        if self.last_probe is not None and current_rate:
+            # the probe's time beyond what its expected tokens would take at the current rate
+            extra = self.step_seconds(probe, rows) * (1 - known[tuple(probe)] / current_rate)
             if extra > self.settings.probe_budget * self.seconds_since_probe:
                 return None
         return probe
