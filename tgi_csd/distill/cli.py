@@ -31,6 +31,7 @@ def distill_command(
     ce_weight: float = 0.5,
     new_tokens: int = 64,
     samples_per_prompt: int = 0,
+    generate_batch_size: Annotated[int, typer.Option(help="continuations the target generates at once")] = 16,
     val_fraction: float = 0.2,
     draft_vocab: Annotated[int | None, typer.Option(help="reduced draft head: the V' most frequent tokens")] = None,
     seed: int = 0,
@@ -47,7 +48,8 @@ def distill_command(
 
     values = {"rank": rank, "alpha": alpha, "steps": steps, "batch_size": batch_size, "lr": lr,
               "kl_weight": kl_weight, "ce_weight": ce_weight, "new_tokens": new_tokens,
-              "samples_per_prompt": samples_per_prompt, "val_fraction": val_fraction, "draft_vocab": draft_vocab,
+              "samples_per_prompt": samples_per_prompt,
+              "generate_batch_size": generate_batch_size, "val_fraction": val_fraction, "draft_vocab": draft_vocab,
               "seed": seed}
     if target_modules is not None:
         values["target_modules"] = [m.strip() for m in target_modules.split(",") if m.strip()]

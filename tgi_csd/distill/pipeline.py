@@ -71,9 +71,10 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
             raise ConfigError("--prompts: need at least 2 non-empty prompts (some for training, some held out)")
         with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
             progress.add_task(f"target continuations for {len(train_ids)} + {len(val_ids)} prompts", total=None)
-            val_pairs = continuations(target, tokenizer, val_ids, settings.new_tokens, 0, settings.seed)
+            val_pairs = continuations(target, tokenizer, val_ids, settings.new_tokens, 0, settings.seed,
+                                      settings.generate_batch_size)
             train_pairs = continuations(target, tokenizer, train_ids, settings.new_tokens,
-                                        settings.samples_per_prompt, settings.seed)
+                                        settings.samples_per_prompt, settings.seed, settings.generate_batch_size)
             progress.add_task("target top-k logits", total=None)
             val_set = label(target, val_pairs, settings.context, settings.top_k)
             train_set = label(target, train_pairs, settings.context, settings.top_k)

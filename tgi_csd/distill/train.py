@@ -39,6 +39,7 @@ class DistillSettings(BaseModel):
     new_tokens: int = Field(64, ge=1, description="continuation length the target generates per prompt")
     context: int = Field(192, ge=1, description="prompt tokens kept before each continuation")
     samples_per_prompt: int = Field(0, ge=0, description="extra sampled continuations per prompt (temperature 1)")
+    generate_batch_size: int = Field(16, ge=1, description="continuations the target generates at once")
     val_fraction: float = Field(0.2, gt=0, lt=1)
     draft_vocab: int | None = Field(None, ge=2, description="keep only the V' most frequent target tokens in the head")
     eval_every: int = Field(25, ge=1)
