@@ -1,7 +1,7 @@
 """Write distillation prompts from Python's standard library (PSF licence): each prompt is a function's
 signature and docstring, as in HumanEval, so the target continues with a body.
 
-    python scripts/make_distill_prompts.py --count 200 --out data/stdlib-prompts.jsonl
+    python scripts/make_distill_prompts.py --count 800 --out data/stdlib-prompts.jsonl
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def function_prompts(source: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("data/stdlib-prompts.jsonl"))
     args = parser.parse_args()
