@@ -48,6 +48,10 @@ def test_good_config_parses():
                          {"type": "mag", "max_ngram": 4, "lead_ngram": 6}]), "`lead_ngram` 6 exceeds `max_ngram` 4"),
         ({**GOOD, "drafters": [{"type": "model", "name": "d1", "from_target_layers": 8, "leniency": 0.5},
                                {"type": "mag"}]}, "leniency"),
+        ({**GOOD, "drafters": [{"type": "model", "name": "d1", "from_target_layers": 8, "min_confidence": 1.0},
+                               {"type": "mag"}]}, "min_confidence"),
+        ({**GOOD, "drafters": [{"type": "model", "name": "d1", "from_target_layers": 8, "min_confidence": 0.5,
+                                "sample": True}, {"type": "mag"}]}, "`min_confidence` applies to greedy drafting"),
     ],
 )
 def test_bad_configs_raise_one_clear_error(data, expected):

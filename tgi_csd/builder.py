@@ -52,7 +52,7 @@ def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, 
 
         fingerprint = None if target_model is None else target_fingerprint(target_model, tokenizer)
         model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers, spec.merge_adapter)
-    return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample)
+    return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample, spec.min_confidence)
 
 
 def bigram_table(source: str | None, tokenizer, vocab: int) -> BigramTable | None:

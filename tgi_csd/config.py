@@ -39,6 +39,11 @@ class ModelDrafterSpec(_Strict):
         "whose probability is >= max/leniency"
     )
     sample: bool = Field(False, description="sample drafts from this model when the request samples")
+    min_confidence: float | None = Field(
+        None, gt=0.0, lt=1.0, description="end a row's draft before the first token this model gives less "
+        "than this probability: shorter drafts of the same tokens, and no verify work where the drafter is "
+        "unsure (greedy drafting only)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelDrafterSpec:
@@ -51,6 +56,9 @@ class ModelDrafterSpec(_Strict):
             raise ValueError(f"drafter '{self.name}': `merge_adapter: false` needs an `adapter`")
         if self.leniency is not None and self.sample:
             raise ValueError(f"drafter '{self.name}': `leniency` applies to greedy drafting; drop it or `sample`")
+        if self.min_confidence is not None and (self.leniency is not None or self.sample):
+            raise ValueError(f"drafter '{self.name}': `min_confidence` applies to greedy drafting; drop it or "
+                             "`leniency` / `sample`")
         return self
 
 

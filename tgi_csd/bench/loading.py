@@ -52,7 +52,7 @@ class BenchModels:
     def _drafter(self, spec: DrafterSpec) -> Drafter:
         if isinstance(spec, ModelDrafterSpec):
             runner = ModelRunner(self.drafter_models[spec.name], spec.name)
-            return ModelDrafter(spec.name, runner, spec.leniency, spec.sample)
+            return ModelDrafter(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence)
         if isinstance(spec, MaGSpec):
             return MaGDrafter(self.bigram(spec.bigram), spec.name, spec.max_ngram, spec.min_ngram, spec.lead_ngram)
         return TGINGramDrafter(spec.name)

@@ -21,18 +21,23 @@ class ModelDrafter(Drafter):
     this model and keeps the accepted prefix plus this model's own next token, until every row has
     its k tokens. Without `leniency` the proposals equal this model's greedy continuation (or,
     with `sample`, are exact samples of its distribution); with `leniency` they are not (lossy
-    for this level only: the target still verifies exactly). A row whose KV cannot be resident this
+    for this level only: the target still verifies exactly). With `min_confidence` a row's draft ends
+    before the first token whose probability under this model is below it: a prefix of the same
+    greedy continuation, possibly empty. A row whose KV cannot be resident this
     call (a KV budget, see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it.
     """
 
     neural = True
 
     def __init__(self, name: str, runner: ModelRunner, leniency: float | None = None,
-                 sample: bool = False) -> None:
+                 sample: bool = False, min_confidence: float | None = None) -> None:
+        if min_confidence is not None and (leniency is not None or sample):
+            raise ValueError("min_confidence applies to greedy drafting only")
         self.name = name
         self.runner = runner
         self.leniency = leniency
         self.sample = sample
+        self.min_confidence = min_confidence
         self.below: HorizontalCascade | None = None
         self.params: list[SamplingParams] = []
         self.generators: list[torch.Generator] = []
@@ -73,6 +78,7 @@ class ModelDrafter(Drafter):
         out: list[list[int]] = [[] for _ in rows]
         out_probs: list[list[torch.Tensor | None]] = [[] for _ in rows]
         pending = [i for i, count in enumerate(counts) if count > 0]
+        unsure: set[int] = set()  # rows whose draft ended at a token below min_confidence
         # A round feeds at most the sequence, its proposals so far and a draft: `count - 1` tokens past it.
         resident = self.runner.reserve([rows[i] for i in pending], [len(seqs[i]) + counts[i] - 1 for i in pending])
         pending = [i for i, ok in zip(pending, resident) if ok]
@@ -91,13 +97,20 @@ class ModelDrafter(Drafter):
             verdict = self._verify(logits, draft, sub_rows)
             if self.below is not None:
                 self.below.record(draft, verdict.accepted)
+            confidence = None if self.min_confidence is None else logits.float().softmax(-1).amax(-1)
             for slot, i in enumerate(pending):
                 emitted = verdict.tokens[slot][: wanted[slot]]
+                if confidence is not None:
+                    first = logits.shape[1] - len(draft.tokens[slot]) - 1  # right-aligned logits
+                    sure = confidence[slot, first : first + len(emitted)] >= self.min_confidence
+                    if not bool(sure.all()):
+                        emitted = emitted[: int(sure.int().argmin())]
+                        unsure.add(i)
                 out[i].extend(emitted)
                 if verdict.probs is not None and self._samples(rows[i]):
                     out_probs[i].extend(verdict.probs[slot][: len(emitted)])
                 else:
                     out_probs[i].extend([None] * len(emitted))
-            pending = [i for i in pending if len(out[i]) < counts[i]]
+            pending = [i for i in pending if len(out[i]) < counts[i] and i not in unsure]
         sampled = any(p is not None for row in out_probs for p in row)
         return Proposal(out, out_probs if sampled else None)
