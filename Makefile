@@ -29,8 +29,9 @@ exactness: venv
 # on one GPU (DISTILL_DEVICE=cuda: about 4 minutes on an NVIDIA H200, 2.5 of them generating the
 # target's continuations); the same recipe runs on a CPU (DISTILL_DEVICE=cpu) in many hours on 2 cores.
 # `make adapter-quick` is the CPU-sized recipe (150 steps, greedy continuations only): about 30%
-# held-out agreement (measured with the earlier 200-prompt file) instead of 53.5%. The committed v8k adapter predates this recipe (200 stdlib
-# prompts, rank 16, 2,000 steps: its report has the settings); `make adapter-v8k` uses the current one.
+# held-out agreement (measured with the earlier 200-prompt file) instead of 53.5%. The committed v8k
+# adapter predates this recipe (200 stdlib prompts, rank 16, 2,000 steps: its report has the settings);
+# `make adapter-v8k` uses the current one.
 DISTILL_DEVICE ?= cuda
 DISTILL = $(VENV)/bin/tgi-csd distill --target smollm2-135m --draft layers:4 --prompts data/stdlib-prompts.jsonl \
 	--prompts humaneval:40:164 --val-prompts humaneval:0:40

@@ -23,8 +23,8 @@ class ModelDrafter(Drafter):
     with `sample`, are exact samples of its distribution); with `leniency` they are not (lossy
     for this level only: the target still verifies exactly). With `min_confidence` a row's draft ends
     before the first token whose probability under this model is below it: a prefix of the same
-    greedy continuation, possibly empty. A row whose KV cannot be resident this
-    call (a KV budget, see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it.
+    greedy continuation, possibly empty. A row whose KV cannot be resident this call (a KV budget,
+    see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it.
     """
 
     neural = True
