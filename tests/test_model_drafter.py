@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.helpers import tiny_llama
+from helpers import tiny_llama
 from tgi_csd.drafters.base import RowInfo
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.runner import ModelRunner
