@@ -25,9 +25,9 @@ class SizeCost:
     observations, so a size seen once is not stuck near its first timing). Predictions come from
     those averages made non-decreasing in n (pool-adjacent-violators, each size weighted by its
     observations, at most an EWMA's effective window): a bigger call never costs less, so one lucky
-    timing at a large size cannot make that size look cheap. Other n interpolate linearly between the nearest sizes and
-    extrapolate along the outermost two (never below zero, flat with a single size). `predict` is
-    None before any observation.
+    timing at a large size cannot make that size look cheap. Other n interpolate linearly between
+    the nearest sizes and extrapolate along the outermost two (never below zero, flat with a single
+    size). `predict` is None before any observation.
     """
 
     def __init__(self, smoothing: float = 0.2) -> None:

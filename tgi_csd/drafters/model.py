@@ -74,6 +74,12 @@ class ModelDrafter(Drafter):
             return verify_lenient(logits, draft.tokens, self.leniency)
         return verify_greedy(logits, draft.tokens)
 
+    @staticmethod
+    def _top_probabilities(logits: torch.Tensor) -> list[list[float]]:
+        """Each position's largest probability, exp(max - logsumexp), as one host list."""
+        logits = logits.float()
+        return (logits.amax(-1) - logits.logsumexp(-1)).exp().tolist()
+
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         out: list[list[int]] = [[] for _ in rows]
         out_probs: list[list[torch.Tensor | None]] = [[] for _ in rows]
@@ -97,14 +103,15 @@ class ModelDrafter(Drafter):
             verdict = self._verify(logits, draft, sub_rows)
             if self.below is not None:
                 self.below.record(draft, verdict.accepted)
-            confidence = None if self.min_confidence is None else logits.float().softmax(-1).amax(-1)
+            confidence = None if self.min_confidence is None else self._top_probabilities(logits)
             for slot, i in enumerate(pending):
                 emitted = verdict.tokens[slot][: wanted[slot]]
                 if confidence is not None:
                     first = logits.shape[1] - len(draft.tokens[slot]) - 1  # right-aligned logits
-                    sure = confidence[slot, first : first + len(emitted)] >= self.min_confidence
-                    if not bool(sure.all()):
-                        emitted = emitted[: int(sure.int().argmin())]
+                    row = confidence[slot][first : first + len(emitted)]
+                    cut = next((j for j, p in enumerate(row) if p < self.min_confidence), None)
+                    if cut is not None:
+                        emitted = emitted[:cut]
                         unsure.add(i)
                 out[i].extend(emitted)
                 if verdict.probs is not None and self._samples(rows[i]):
