@@ -25,6 +25,7 @@ def with_(**changes):
 def test_good_config_parses():
     config = parse_config(GOOD)
     assert [d.name for d in config.drafters] == ["d1", "mag"]
+    assert config.cpu_kernel == "auto"
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,7 @@ def test_good_config_parses():
     [
         (with_(drafters=[{"type": "eagle"}]), "unknown drafter type 'eagle'"),
         (with_(k_matrix=[[2, 2]]), "k_matrix: needs 2 rows"),
+        (with_(cpu_kernel="fast"), "cpu_kernel: Input should be 'auto', 'on' or 'off'"),
         (with_(k_matrix=[[2, 2, 1], [0, 3]]), "row 0 has 3 entries"),
         (with_(k_matrix=[[2, -1], [0, 3]]), "negative entry"),
         (with_(k_matrix=[[2, 2], [1, 3]]), "not smaller than the reviewer"),

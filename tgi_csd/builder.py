@@ -17,11 +17,13 @@ from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.errors import ConfigError
 from tgi_csd.kv_cache import BudgetedKVCache
 from tgi_csd.runner import ModelRunner
+from tgi_csd.small_rows import KernelSetting
 from tgi_csd.stats import EngineStats
 
 
 def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, tokenizer, dtype: str,
-                  vocab: int, loaded: dict[tuple[Path, str], PreTrainedModel] | None = None) -> ModelDrafter:
+                  vocab: int, loaded: dict[tuple[Path, str], PreTrainedModel] | None = None,
+                  cpu_kernel: KernelSetting = "off") -> ModelDrafter:
     """A neural drafter: cut from `target_model` or loaded, then its adapter applied (merged or not).
 
     `loaded` caches separate models by folder and dtype, so drafters naming one model share its
@@ -52,7 +54,8 @@ def model_drafter(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, 
 
         fingerprint = None if target_model is None else target_fingerprint(target_model, tokenizer)
         model = models.apply_adapter(model, spec.adapter, fingerprint, spec.from_target_layers, spec.merge_adapter)
-    return ModelDrafter(spec.name, ModelRunner(model, spec.name), spec.leniency, spec.sample, spec.min_confidence)
+    runner = ModelRunner(model, spec.name, cpu_kernel)
+    return ModelDrafter(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence)
 
 
 def bigram_table(source: str | None, tokenizer, vocab: int) -> BigramTable | None:
@@ -67,14 +70,15 @@ def bigram_table(source: str | None, tokenizer, vocab: int) -> BigramTable | Non
 
 
 def build_drafters(specs: list[DrafterSpec], target_model: PreTrainedModel | None, tokenizer, dtype: str,
-                   vocab: int, kv_budget_mb: float | None = None) -> list[Drafter]:
+                   vocab: int, kv_budget_mb: float | None = None, cpu_kernel: KernelSetting = "off") -> list[Drafter]:
     """One drafter per spec, in config order (largest first); the model drafters' KV capped at
-    `kv_budget_mb` MiB together (`share_kv_budget`), or not capped when None."""
+    `kv_budget_mb` MiB together (`share_kv_budget`), or not capped when None; their forwards use
+    the CPU kernel as `cpu_kernel` says."""
     drafters: list[Drafter] = []
     loaded: dict[tuple[Path, str], PreTrainedModel] = {}
     for spec in specs:
         if isinstance(spec, ModelDrafterSpec):
-            drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab, loaded))
+            drafters.append(model_drafter(spec, target_model, tokenizer, dtype, vocab, loaded, cpu_kernel))
         elif isinstance(spec, MaGSpec):
             bigram = bigram_table(spec.bigram, tokenizer, vocab)
             drafters.append(MaGDrafter(bigram, spec.name, spec.max_ngram, spec.min_ngram, spec.lead_ngram))

@@ -126,6 +126,12 @@ class CascadeConfig(_Strict):
     adaptive: AdaptiveSettings | None = Field(
         None, description="steer the k-matrix online (its entries become upper bounds; 0 = speculation off)"
     )
+    cpu_kernel: Literal["auto", "on", "off"] = Field(
+        "auto", description="float32 models on the CPU: run the linear layers of 2-32 token forwards (verify "
+        "steps) with tgi-csd's AVX2 kernel, built with g++ on first use; 'auto' falls back to torch's linear "
+        "(with a warning) where it cannot build, 'on' makes that an error, 'off' never uses it. Results differ "
+        "from torch's by float32 rounding only; one-token forwards are untouched"
+    )
     drafter_kv_budget_mb: float | None = Field(
         None, gt=0, description="cap on the KV cache memory of all model drafters together, in MiB (2^20 bytes), "
         "split so that each drafter holds as many tokens; beyond it the least recently used sequences' "

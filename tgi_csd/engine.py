@@ -88,9 +88,9 @@ class Engine:
         target_model = models.load_model(target_dir, config.target.dtype)
         vocab = target_model.get_output_embeddings().weight.shape[0]
         drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab,
-                                  kv_budget_mb=config.drafter_kv_budget_mb)
-        return cls.assemble(ModelRunner(target_model, "target"), drafters, config.k_matrix, tokenizer,
-                            adaptive=config.adaptive)
+                                  kv_budget_mb=config.drafter_kv_budget_mb, cpu_kernel=config.cpu_kernel)
+        target = ModelRunner(target_model, "target", config.cpu_kernel)
+        return cls.assemble(target, drafters, config.k_matrix, tokenizer, adaptive=config.adaptive)
 
     @classmethod
     def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],

@@ -54,7 +54,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tgi-csd")
 
 
-def _console():
+def console():
     from rich.console import Console
 
     return Console(stderr=True)
@@ -68,7 +68,7 @@ def fetch_model(name: str) -> Path:
     if (folder / "model.safetensors").is_file():
         return folder
     source = REGISTRY[name].locate()
-    with _console().status(f"Converting {source.name} into {folder} (once)"):
+    with console().status(f"Converting {source.name} into {folder} (once)"):
         _convert_gguf(source, folder)
     return folder
 
@@ -219,7 +219,7 @@ def default_bigram(tokenizer, vocab_size: int) -> BigramTable:
     path = cache_dir() / "bigram" / f"{tokenizer_fingerprint(tokenizer)}-{vocab_size}.safetensors"
     if path.is_file():
         return BigramTable.load(path, tokenizer)
-    with _console().status(f"Building the default bigram table into {path} (once)"):
+    with console().status(f"Building the default bigram table into {path} (once)"):
         table = BigramTable.build(tokenizer, stdlib_corpus(), vocab_size)
         table.save(path)
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 
@@ -10,6 +11,7 @@ from transformers import PreTrainedModel
 
 from tgi_csd.adaptive import SizeCost
 from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
+from tgi_csd.small_rows import KernelSetting, resolve
 from tgi_csd.tokens import TokenSeq
 
 
@@ -20,11 +22,15 @@ class ModelRunner:
     tokens of `cached[r]` are known to equal the row's committed history, so finding what to
     re-feed never scans the whole history. The cache may lower a row's length at any `reserve` (a
     KV budget dropping the row); like a rollback, the next forward then re-feeds what is missing.
+
+    `cpu_kernel` (`auto`/`on`/`off`): whether forwards of 2-32 tokens use `tgi_csd.small_rows`'s
+    linear (float32 CPU models only); one-token forwards never do.
     """
 
-    def __init__(self, model: PreTrainedModel, name: str) -> None:
+    def __init__(self, model: PreTrainedModel, name: str, cpu_kernel: KernelSetting = "off") -> None:
         self.model = model.eval()
         self.name = name
+        self.linear_mode = resolve(cpu_kernel, model.device, model.dtype)
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache = RaggedKVCache(
@@ -105,14 +111,15 @@ class ModelRunner:
         position_ids, mask = self.cache.prepare(rows, [len(t) for t in new_tokens], width)
         keep = max(num_logits)
         start = time.perf_counter()
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=keep,
-            **{self._cache_kwarg: self.cache},
-        )
+        with self.linear_mode or contextlib.nullcontext():
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                use_cache=True,
+                logits_to_keep=keep,
+                **{self._cache_kwarg: self.cache},
+            )
         seconds = time.perf_counter() - start
         self.forward_seconds += seconds
         self.forwards += 1

@@ -14,6 +14,7 @@ from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.engine import Engine
 from tgi_csd.runner import ModelRunner
+from tgi_csd.small_rows import KernelSetting, resolve
 
 
 class BenchModels:
@@ -35,6 +36,7 @@ class BenchModels:
             for spec in config.model_drafters
         }
         self._bigrams: dict[str | None, BigramTable | None] = {}
+        self.engine_cpu_kernel = resolve(config.cpu_kernel, self.target.device, self.target.dtype) is not None
 
     @property
     def eos_token_id(self) -> int | None:
@@ -49,9 +51,9 @@ class BenchModels:
             self._bigrams[source] = bigram_table(source, self.tokenizer, self.vocab)
         return self._bigrams[source]
 
-    def _drafter(self, spec: DrafterSpec) -> Drafter:
+    def _drafter(self, spec: DrafterSpec, cpu_kernel: KernelSetting) -> Drafter:
         if isinstance(spec, ModelDrafterSpec):
-            runner = ModelRunner(self.drafter_models[spec.name], spec.name)
+            runner = ModelRunner(self.drafter_models[spec.name], spec.name, cpu_kernel)
             return ModelDrafter(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence)
         if isinstance(spec, MaGSpec):
             return MaGDrafter(self.bigram(spec.bigram), spec.name, spec.max_ngram, spec.min_ngram, spec.lead_ngram)
@@ -60,6 +62,6 @@ class BenchModels:
     def engine(self, cascade: CascadeConfig) -> Engine:
         """A fresh engine (zeroed stats, empty caches, new controllers when `cascade.adaptive`) for
         `cascade`, whose model drafters are the config's."""
-        drafters = [self._drafter(spec) for spec in cascade.drafters]
-        return Engine.assemble(ModelRunner(self.target, "target"), drafters, cascade.k_matrix, self.tokenizer,
-                               adaptive=cascade.adaptive)
+        drafters = [self._drafter(spec, cascade.cpu_kernel) for spec in cascade.drafters]
+        target = ModelRunner(self.target, "target", cascade.cpu_kernel)
+        return Engine.assemble(target, drafters, cascade.k_matrix, self.tokenizer, adaptive=cascade.adaptive)

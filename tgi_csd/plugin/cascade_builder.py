@@ -72,7 +72,7 @@ def build_cascade(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id
     needs_target = any(isinstance(s, ModelDrafterSpec) and s.from_target_layers is not None for s in config.drafters)
     hf_target = models.load_model(resolve_target_folder(model_id, config), dtype) if needs_target else None
     drafters = build_drafters(config.drafters, hf_target, tokenizer, dtype, vocab_size,
-                              kv_budget_mb=config.drafter_kv_budget_mb)
+                              kv_budget_mb=config.drafter_kv_budget_mb, cpu_kernel=config.cpu_kernel)
     # Layers past the deepest cut are referenced by nothing else once this goes.
     del hf_target
     if not drafters:

@@ -1,0 +1,124 @@
+"""The CPU small-rows linear kernel: equal to torch's linear up to float32 rounding, independent of the
+other rows, used only where `SmallRowsLinear` says, chosen as config `cpu_kernel` says."""
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import build_engine
+from tgi_csd import small_rows
+from tgi_csd.engine import Request
+from tgi_csd.errors import ConfigError
+from tgi_csd.reference import Agreement, compare, reference_generate
+from tgi_csd.small_rows import SmallRowsLinear, resolve
+
+if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    pytest.skip("the kernel needs a CPU with AVX2/FMA", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return small_rows.load_kernel().small_rows_linear
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13, 32])
+@pytest.mark.parametrize(("out_features", "in_features"), [(192, 576), (577, 64), (1, 8), (4, 1536)])
+def test_equals_torch_linear_up_to_rounding(kernel, rows, out_features, in_features):
+    generator = torch.Generator().manual_seed(rows * out_features)
+    x = torch.randn(rows, in_features, generator=generator)
+    w = torch.randn(out_features, in_features, generator=generator)
+    bias = torch.randn(out_features, generator=generator)
+    for b in (None, bias):
+        expected = F.linear(x.double(), w.double(), None if b is None else b.double())
+        got = kernel(x, w, b)
+        # Sums of `in_features` products: float32 rounding grows with the length and the magnitudes.
+        scale = (x.abs().double() @ w.abs().double().T).max()
+        assert (got.double() - expected).abs().max() <= 1e-6 * scale
+        assert (F.linear(x, w, b).double() - expected).abs().max() <= 1e-6 * scale  # torch, for comparison
+
+
+def test_a_rows_result_does_not_depend_on_the_other_rows(kernel):
+    """Every output is one fixed sequence of fused multiply-adds over its row and weight row, whatever
+    tile the row falls in, so batching and draft width never change a row's result."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(13, 576, generator=generator)
+    w = torch.randn(100, 576, generator=generator)
+    together = kernel(x, w, None)
+    for r in range(13):
+        assert torch.equal(kernel(x[r : r + 1].clone(), w, None)[0], together[r])
+        assert torch.equal(kernel(x[r : r + 3].clone(), w, None)[0], together[r])
+
+
+def test_threads_split_weights_not_sums(kernel):
+    generator = torch.Generator().manual_seed(1)
+    x, w = torch.randn(6, 576, generator=generator), torch.randn(1536, 576, generator=generator)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel(x, w, None)
+        torch.set_num_threads(2)
+        two = kernel(x, w, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_mode_routes_only_small_float32_inference_linears(monkeypatch):
+    mode = SmallRowsLinear()
+    calls = []
+    kernel = mode.kernel
+    monkeypatch.setattr(mode, "kernel", lambda x, w, b: calls.append(tuple(x.shape)) or kernel(x, w, b))
+    w16, w12 = torch.randn(24, 16), torch.randn(24, 12)
+    with mode:
+        shapes = [tuple(F.linear(x, w16).shape)
+                  for x in (torch.randn(2, 16), torch.randn(1, 5, 16), torch.randn(4, 8, 16))]
+        F.linear(torch.randn(1, 16), w16)  # one row
+        F.linear(torch.randn(33, 16), w16)  # past max_rows
+        F.linear(torch.randn(3, 12), w12)  # width not a multiple of 8
+        F.linear(torch.randn(3, 16).double(), w16.double())
+        graded = F.linear(torch.randn(3, 16, requires_grad=True), w16)
+        torch.nn.Linear(16, 24).requires_grad_(False)(torch.randn(3, 16))  # modules reach it through F.linear
+    assert calls == [(2, 16), (5, 16), (32, 16), (3, 16)]
+    assert shapes == [(2, 24), (1, 5, 24), (4, 8, 24)]
+    assert graded.requires_grad  # autograd kept torch's path
+
+
+@pytest.mark.parametrize("layout", ["mag", "csd"])
+def test_engine_with_the_kernel_equals_target_alone(target, layout, one_thread):
+    """Greedy with `cpu_kernel: on` in every runner: the target alone's tokens, a near-tie the only
+    accepted difference."""
+    engine = build_engine(target, layout)
+    for runner in [engine.target, *(d.runner for d in engine.drafters if hasattr(d, "runner"))]:
+        runner.linear_mode = resolve("on", runner.model.device, runner.model.dtype)
+    prompts = [[5, 9, 3, 5, 9, 3, 5, 9], [1, 2, 3, 4, 5, 6, 7], [7, 7, 8, 7, 7, 8, 7]]
+    near_ties = 0
+    for prompt in prompts:
+        result = engine.generate([Request(prompt_ids=prompt, max_new_tokens=24)])[0]
+        ref = reference_generate(target, prompt, 24, None)
+        agreement, position = compare(result.token_ids, ref, 1e-4)
+        assert agreement is not Agreement.MISMATCH, f"{layout}: prompt {prompt} differs at {position}"
+        near_ties += agreement is Agreement.NEAR_TIE
+    assert near_ties <= 1
+    assert engine.report()["tokens_per_target_forward"] > 1.0
+
+
+def test_setting_off_auto_on():
+    cpu = torch.device("cpu")
+    assert resolve("off", cpu, torch.float32) is None
+    assert isinstance(resolve("auto", cpu, torch.float32), SmallRowsLinear)
+    assert resolve("auto", cpu, torch.bfloat16) is None
+    with pytest.raises(ConfigError, match=r"cpu_kernel: 'on'.*float32 models on the CPU.*'auto' or 'off'"):
+        resolve("on", cpu, torch.bfloat16)
+    with pytest.raises(ConfigError, match="cpu_kernel"):
+        resolve("on", torch.device("cuda"), torch.float32)
+
+
+def test_auto_falls_back_with_a_warning_where_it_cannot_build(monkeypatch, caplog):
+    monkeypatch.setattr(small_rows, "_build", lambda: "building small_rows_linear.cpp failed (no g++)")
+    with caplog.at_level(logging.WARNING, logger="tgi_csd.small_rows"):
+        assert resolve("auto", torch.device("cpu"), torch.float32) is None
+    assert "no g++" in caplog.text
+    with pytest.raises(ConfigError, match=r"cpu_kernel: 'on', but the kernel cannot run: .*no g\+\+"):
+        resolve("on", torch.device("cpu"), torch.float32)

@@ -1,0 +1,138 @@
+"""A float32 CPU linear for the few-token forwards of speculative decoding (`csrc/small_rows_linear.cpp`).
+
+On CPU, torch's BLAS makes a forward over 2-32 tokens cost about twice a one-token forward, so a
+verify step must gain two tokens to pay. The kernel reads each weight once for all rows, keeping
+such forwards near the one-token cost. It is built on first use with torch's C++ extension tools
+(g++ and ninja) into the tgi-csd cache, once per machine and torch version.
+
+Scope: only inside `SmallRowsLinear` (a `TorchFunctionMode`), only `F.linear` calls on float32 CPU
+tensors without autograd whose row count lies in `[min_rows, max_rows]`. One-row forwards keep
+torch's own path, so a step with no draft computes exactly what the target alone computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from tgi_csd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "small_rows_linear.cpp"
+KernelSetting = Literal["auto", "on", "off"]
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernel cannot run here; the message says why."""
+
+
+def load_kernel() -> ModuleType:
+    """The compiled extension, or `KernelUnavailable` with the reason (both found out once per process)."""
+    built = _build()
+    if isinstance(built, str):
+        raise KernelUnavailable(built)
+    return built
+
+
+@cache
+def _build() -> ModuleType | str:
+    """The extension, built into the cache on first use; a string says why it cannot be."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return f"the CPU lacks AVX2/FMA (torch reports {capability})"
+    from torch.utils import cpp_extension
+
+    from tgi_csd.models import cache_dir, console
+
+    folder = cache_dir() / "kernels" / f"small_rows-torch{torch.__version__.replace('+', '-')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join(filter(None, [_ninja_bin_dir(), path]))  # torch runs `ninja` from PATH
+    try:
+        with console().status(f"Loading the CPU verify kernel (built into {folder} on first use, about a minute)"):
+            return cpp_extension.load("tgi_csd_small_rows", [str(SOURCE)], build_directory=str(folder),
+                                      extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+                                      extra_ldflags=["-fopenmp"])
+    except Exception as error:  # a missing compiler or ninja shows up as any of several error types
+        return f"building {SOURCE.name} failed ({type(error).__name__}: {error})"
+    finally:
+        os.environ["PATH"] = path
+
+
+def _ninja_bin_dir() -> str | None:
+    """The folder of the `ninja` binary from the PyPI package."""
+    try:
+        import ninja
+    except ImportError:
+        return None
+    return ninja.BIN_DIR
+
+
+def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) -> SmallRowsLinear | None:
+    """The mode a model runner on `device`/`dtype` uses under config `cpu_kernel: setting`, or None.
+
+    `auto`: the kernel for float32 CPU models when it builds (a warning says why when it does not),
+    nothing elsewhere; `on`: a `ConfigError` wherever it cannot run; `off`: never.
+    """
+    if setting == "off":
+        return None
+    applies = device.type == "cpu" and dtype == torch.float32
+    try:
+        if not applies:
+            raise KernelUnavailable(f"it serves float32 models on the CPU, not {dtype} on {device.type}")
+        return SmallRowsLinear()
+    except KernelUnavailable as why:
+        if setting == "on":
+            raise ConfigError(f"cpu_kernel: 'on', but the kernel cannot run: {why}; use 'auto' or 'off'") from None
+        if applies:
+            log.warning("cpu_kernel: using torch's linear layers (%s)", why)
+        return None
+
+
+class SmallRowsLinear(TorchFunctionMode):
+    """Within this mode, `F.linear` on 2-32 float32 rows (leading dims flattened) runs the kernel.
+
+    Invariant: each output element is the same sum of products as torch's, in another order, so
+    outputs differ from torch's by float32 rounding only; calls outside the row range, other
+    dtypes, other devices and anything needing gradients go to torch unchanged.
+    """
+
+    def __init__(self, min_rows: int = 2, max_rows: int = 32) -> None:
+        super().__init__()
+        self.kernel = load_kernel().small_rows_linear
+        self.min_rows = min_rows
+        self.max_rows = max_rows
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            out = self._linear(*args, **kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        if x.dim() == 0 or weight.dim() != 2 or not x.shape[-1] or x.shape[-1] % 8 or x.shape[-1] != weight.shape[1]:
+            return None
+        rows = x.numel() // x.shape[-1]
+        if not (self.min_rows <= rows <= self.max_rows):
+            return None
+        if x.dtype != torch.float32 or weight.dtype != torch.float32 or not weight.is_contiguous():
+            return None
+        if x.device.type != "cpu" or weight.device.type != "cpu":
+            return None
+        if bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"):
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return None
+        out = self.kernel(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
+        return out.view(*x.shape[:-1], weight.shape[0])
