@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -52,7 +53,11 @@ def test_smoke_run_writes_results_and_every_output_equals_ar(setup):
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
-    assert {"torch", "transformers", "torch_threads", "cpu_model", "python"} <= set(data["environment"])
+    expected_keys = {"torch", "transformers", "torch_threads", "cpu_model", "cpu_capability", "python"}
+    assert expected_keys <= set(data["environment"])
+    kernel_here = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # the config's `cpu_kernel: auto`
+    assert data["environment"]["engine_linear"] == ("tgi-csd CPU kernel for 2-32 token forwards" if kernel_here
+                                                    else "torch")
     assert data["settings"]["prompts"] == 2 and data["settings"]["max_new_tokens"] == 8
     assert data["costs"]["target_params"] > 0 and 0 < data["costs"]["drafters"]["half"] < 1
     assert data["mismatches"] == 0

@@ -88,7 +88,7 @@ def measure(checked: Plan) -> int:
                                           settings["max_new_tokens"], settings["tolerance"], console)
     rows = summarize(entries, measurements, checked.batch_sizes, costs)
     static = [label(p.k_matrix) for p in checked.points] if checked.points is not None else ["csd"]
-    results = report.Results(settings=settings, environment=environment(),
+    results = report.Results(settings=settings, environment=environment(models.engine_cpu_kernel),
                              costs={"target_params": compute_params(models.target), "drafters": costs},
                              rows=rows, headline=headline(rows, static))
     report.write(results, checked.out)

@@ -35,7 +35,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def environment() -> dict:
+def environment(engine_cpu_kernel: bool) -> dict:
+    """Versions, threads and CPU; `engine_cpu_kernel`: whether our engine's forwards of 2-32 tokens ran
+    `tgi_csd.small_rows` (transformers methods always run torch's linear)."""
     import torch
     import transformers
 
@@ -43,10 +45,12 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "engine_linear": "tgi-csd CPU kernel for 2-32 token forwards" if engine_cpu_kernel else "torch",
         "transformers": transformers.__version__,
         "tgi_csd": _version("tgi-csd"),
         "git": _git_commit(),

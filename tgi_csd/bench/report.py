@@ -103,7 +103,7 @@ def summary_text(results: Results) -> str:
     if "csd_adaptive_vs_best_static" in headline:
         text += (f" Batch 1: csd-adaptive {headline['csd_adaptive_vs_best_static']:.2f}× the best static "
                  f"k-matrix ({headline['best_static']}).")
-    return text
+    return text + f" Our engine's linear layers: {results.environment.get('engine_linear', 'torch')}."
 
 
 def _k_text(current_k: dict[str, dict[str, int]]) -> str:
