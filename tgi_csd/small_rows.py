@@ -74,7 +74,7 @@ def _ninja_bin_dir() -> str | None:
         import ninja
     except ImportError:
         return None
-    return ninja.BIN_DIR
+    return getattr(ninja, "BIN_DIR", None)
 
 
 def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) -> SmallRowsLinear | None:
