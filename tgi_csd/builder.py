@@ -8,7 +8,7 @@ from transformers import PreTrainedModel
 
 from tgi_csd.adaptive import KController, SizeCost
 from tgi_csd.cascade import HorizontalCascade
-from tgi_csd.config import AdaptiveSettings, DrafterSpec, MaGSpec, ModelDrafterSpec, TGINGramSpec
+from tgi_csd.config import AdaptiveSettings, DrafterSpec, KernelSetting, MaGSpec, ModelDrafterSpec, TGINGramSpec
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
 from tgi_csd.drafters.mag import MaGDrafter
@@ -17,7 +17,6 @@ from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.errors import ConfigError
 from tgi_csd.kv_cache import BudgetedKVCache
 from tgi_csd.runner import ModelRunner
-from tgi_csd.small_rows import KernelSetting
 from tgi_csd.stats import EngineStats
 
 

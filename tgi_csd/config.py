@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tgi_csd.errors import ConfigError
 
+#: `cpu_kernel`: whether float32 CPU model runners use `tgi_csd.small_rows` for 2-32 token forwards.
+KernelSetting = Literal["auto", "on", "off"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -126,7 +129,7 @@ class CascadeConfig(_Strict):
     adaptive: AdaptiveSettings | None = Field(
         None, description="steer the k-matrix online (its entries become upper bounds; 0 = speculation off)"
     )
-    cpu_kernel: Literal["auto", "on", "off"] = Field(
+    cpu_kernel: KernelSetting = Field(
         "auto", description="float32 models on the CPU: run the linear layers of 2-32 token forwards (verify "
         "steps) with tgi-csd's AVX2 kernel, built with g++ on first use; 'auto' falls back to torch's linear "
         "(with a warning) where it cannot build, 'on' makes that an error, 'off' never uses it. Results differ "

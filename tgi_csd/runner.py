@@ -10,8 +10,9 @@ import torch
 from transformers import PreTrainedModel
 
 from tgi_csd.adaptive import SizeCost
+from tgi_csd.config import KernelSetting
 from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
-from tgi_csd.small_rows import KernelSetting, resolve
+from tgi_csd.small_rows import resolve
 from tgi_csd.tokens import TokenSeq
 
 

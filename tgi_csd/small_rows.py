@@ -17,18 +17,17 @@ import os
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from tgi_csd.config import KernelSetting
 from tgi_csd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "small_rows_linear.cpp"
-KernelSetting = Literal["auto", "on", "off"]
 
 
 class KernelUnavailable(RuntimeError):

@@ -6,7 +6,7 @@ from transformers import PreTrainedModel
 
 from tgi_csd import models
 from tgi_csd.builder import bigram_table, model_drafter
-from tgi_csd.config import CascadeConfig, DrafterSpec, MaGSpec, ModelDrafterSpec
+from tgi_csd.config import CascadeConfig, DrafterSpec, KernelSetting, MaGSpec, ModelDrafterSpec
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.bigram import BigramTable
 from tgi_csd.drafters.mag import MaGDrafter
@@ -14,7 +14,7 @@ from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.engine import Engine
 from tgi_csd.runner import ModelRunner
-from tgi_csd.small_rows import KernelSetting, resolve
+from tgi_csd.small_rows import resolve
 
 
 class BenchModels:
