@@ -42,7 +42,7 @@ def cascade(lead_ngram: int | None) -> tuple[HorizontalCascade, Constant]:
     big = Constant(60)
     mag = MaGDrafter(None, lead_ngram=lead_ngram)
     mag.add_rows([RowInfo(h, SamplingParams()) for h in HISTORIES])
-    return HorizontalCascade("target", [(big, 2), (mag, 2)], EngineStats()), big
+    return HorizontalCascade("target", [(big, 2), (mag, 2)], EngineStats(), 64), big
 
 
 def test_segments_fill_positions_in_order():

@@ -98,7 +98,7 @@ def share_kv_budget(drafters: list[Drafter], budget_mb: float) -> None:
 
 
 def wire_cascade(drafters: list[Drafter], k_matrix: list[list[int]], stats: EngineStats,
-                 adaptive: AdaptiveSettings | None = None, target_cost: SizeCost | None = None,
+                 adaptive: AdaptiveSettings | None, target_cost: SizeCost | None, vocab_size: int,
                  verify_width: int | None = None) -> HorizontalCascade:
     """Row 0 of the k-matrix drafts for the target (returned); row r for model drafter r (set as its `below`).
 
@@ -108,10 +108,10 @@ def wire_cascade(drafters: list[Drafter], k_matrix: list[list[int]], stats: Engi
     """
     model_drafters = [d for d in drafters if isinstance(d, ModelDrafter)]
     for drafter, row in zip(model_drafters, k_matrix[1:]):
-        drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats)
+        drafter.below = HorizontalCascade(drafter.name, list(zip(drafters, row)), stats, vocab_size)
         if adaptive is not None:
             _steer(drafter.below, drafter.runner.cost, adaptive, None)
-    top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats)
+    top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats, vocab_size)
     if adaptive is not None:
         if target_cost is None:
             raise ValueError("adaptive cascades need the target's forward cost")

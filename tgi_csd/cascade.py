@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import torch
 
 from tgi_csd.adaptive import KController
-from tgi_csd.drafters.base import Drafter
+from tgi_csd.drafters.base import Drafter, Proposal
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -30,12 +33,17 @@ class HorizontalCascade:
     With a `controller` the k_j are upper bounds and each `propose` uses the controller's choice.
     A later drafter with positions this call that `leads` on a row (MaG on a long suffix match)
     fills that row's whole draft (the sum of the sizes) instead; the drafters before it skip the row.
+
+    Every proposal is screened before the reviewer sees it (`screen`): what breaks the drafting contract
+    is the drafter's fault, cut away, counted in `stats.drafter_faults` and logged once per drafter and kind.
     """
 
-    def __init__(self, reviewer: str, segments: list[tuple[Drafter, int]], stats: EngineStats) -> None:
+    def __init__(self, reviewer: str, segments: list[tuple[Drafter, int]], stats: EngineStats,
+                 vocab_size: int) -> None:
         self.reviewer = reviewer
         self.segments = [(d, k) for d, k in segments if k > 0]
         self.stats = stats
+        self.vocab_size = vocab_size
         self.controller: KController | None = None
         self.sizes = [k for _, k in self.segments]
 
@@ -67,6 +75,7 @@ class HorizontalCascade:
             start = time.perf_counter()
             proposal = drafter.propose([rows[i] for i in active], [seqs[i].extended(tokens[i]) for i in active],
                                        counts)
+            proposal = self.screen(drafter.name, proposal, counts)
             seconds = time.perf_counter() - start
             self.stats.calls[drafter.name] += 1
             self.stats.call_seconds[drafter.name] += seconds
@@ -82,6 +91,44 @@ class HorizontalCascade:
                     probs[i].extend(proposal.probs[slot] if proposal.probs is not None else [None] * len(new))
                 self.stats.pairs[(self.reviewer, drafter.name)].proposed += len(new)
         return Draft(tokens, origins, probs)
+
+    def screen(self, name: str, proposal: Proposal, counts: list[int]) -> Proposal:
+        """`proposal` cut to what the reviewer can verify exactly: one row per asked row, at most `counts[i]`
+        tokens, ids in `[0, vocab_size)`, and each sampled token's distribution a finite, non-negative
+        `[vocab_size]` vector summing to 1. A row's draft is cut before its first bad id; a row with a bad
+        distribution keeps its tokens without distributions (verified by sample-and-match, still exact)."""
+        rows = proposal.tokens
+        if len(rows) != len(counts):
+            self._fault(name, "rows", f"{len(rows)} rows for {len(counts)} asked")
+            return Proposal([[] for _ in counts])
+        tokens, probs = [], None if proposal.probs is None else []
+        for i, (row, count) in enumerate(zip(rows, counts)):
+            if len(row) > count:
+                self._fault(name, "length", f"{len(row)} tokens where {count} were asked")
+                row = row[:count]
+            bad = next((j for j, t in enumerate(row) if not (isinstance(t, int) and 0 <= t < self.vocab_size)), None)
+            if bad is not None:
+                self._fault(name, "id", f"token id {row[bad]!r} outside [0, {self.vocab_size})")
+                row = row[:bad]
+            tokens.append(row)
+            if probs is not None:
+                row_probs = list(proposal.probs[i][: len(row)]) if i < len(proposal.probs) else []
+                if len(row_probs) != len(row) or not all(q is None or self._is_distribution(q) for q in row_probs):
+                    self._fault(name, "probs", "draft probabilities that are not distributions over the vocabulary")
+                    row_probs = [None] * len(row)
+                probs.append(row_probs)
+        return Proposal(tokens, probs)
+
+    def _is_distribution(self, q: torch.Tensor) -> bool:
+        return (q.shape == (self.vocab_size,) and bool(torch.isfinite(q).all()) and bool((q >= 0).all())
+                and abs(float(q.sum()) - 1.0) < 1e-3)
+
+    def _fault(self, name: str, kind: str, detail: str) -> None:
+        key = f"{name}:{kind}"
+        if not self.stats.drafter_faults[key]:
+            log.warning("drafter %r broke the drafting contract (%s); its draft is cut there, outputs are "
+                        "unaffected (counted in drafter_faults, logged once)", name, detail)
+        self.stats.drafter_faults[key] += 1
 
     def _leaders(self, rows: list[int], seqs: list[TokenSeq]) -> list[int | None]:
         """Per row, the segment (after the first) whose drafter leads on it, else None."""

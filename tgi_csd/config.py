@@ -141,6 +141,13 @@ class CascadeConfig(_Strict):
         "drafter caches are dropped and rebuilt when needed (outputs unchanged); null = no cap"
     )
 
+    target_kv_budget_mb: float | None = Field(
+        None, gt=0, description="cap on the target's KV cache memory in MiB (2^20 bytes), for the engine (inside "
+        "TGI the shard sizes its own): a waiting request joins only when the buffers, sized for every live "
+        "request's longest possible sequence, stay within it (first come, first served); a request that alone "
+        "needs more is refused; null = no cap"
+    )
+
     @property
     def model_drafters(self) -> list[ModelDrafterSpec]:
         return [d for d in self.drafters if isinstance(d, ModelDrafterSpec)]

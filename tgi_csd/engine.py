@@ -13,6 +13,7 @@ from tgi_csd.cascade import Draft, HorizontalCascade
 from tgi_csd.config import AdaptiveSettings, CascadeConfig
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.model import ModelDrafter
+from tgi_csd.errors import RequestError
 from tgi_csd.runner import ModelRunner
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
@@ -57,26 +58,31 @@ class _Sequence:
 
 
 class Engine:
-    """Target + cascade. A `step()` either admits the waiting requests (one target prefill gives
-    their first tokens) or, when none wait, drafts for every running sequence and verifies all
-    drafts in one target forward; then it retires finished sequences.
+    """Target + cascade. A `step()` either admits waiting requests (one target prefill gives their
+    first tokens) or drafts for every running sequence and verifies all drafts in one target forward;
+    then it retires finished sequences.
 
     Invariants: the target's and every drafter's rows follow `self.running` in order; emitted
     tokens are always the target's own choices (greedy argmax or seeded sample), so outputs do
-    not depend on the drafters.
+    not depend on the drafters. Admission is first come, first served, and never two steps running
+    while sequences run (so steady arrivals cannot starve them); with `kv_budget_bytes` a request
+    joins only when the target's KV buffers, sized for every live request's longest possible
+    sequence, stay within it.
     """
 
     def __init__(self, target: ModelRunner, top: HorizontalCascade, drafters: list[Drafter],
-                 tokenizer, stats: EngineStats) -> None:
+                 tokenizer, stats: EngineStats, kv_budget_bytes: int | None = None) -> None:
         self.target = target
         self.top = top
         self.drafters = drafters
         self.tokenizer = tokenizer
         self.stats = stats
+        self.kv_budget_bytes = kv_budget_bytes
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.waiting: list[_Sequence] = []
         self.running: list[_Sequence] = []
+        self._admitted_last = False
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -90,23 +96,58 @@ class Engine:
         drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab,
                                   kv_budget_mb=config.drafter_kv_budget_mb, cpu_kernel=config.cpu_kernel)
         target = ModelRunner(target_model, "target", config.cpu_kernel)
-        return cls.assemble(target, drafters, config.k_matrix, tokenizer, adaptive=config.adaptive)
+        budget = None if config.target_kv_budget_mb is None else int(config.target_kv_budget_mb * 2**20)
+        return cls.assemble(target, drafters, config.k_matrix, tokenizer, adaptive=config.adaptive,
+                            kv_budget_bytes=budget)
 
     @classmethod
     def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],
-                 tokenizer, stats: EngineStats | None = None, adaptive: AdaptiveSettings | None = None) -> Engine:
+                 tokenizer, stats: EngineStats | None = None, adaptive: AdaptiveSettings | None = None,
+                 kv_budget_bytes: int | None = None) -> Engine:
         """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r;
         with `adaptive`, the k-matrix's entries are bounds and controllers choose per step."""
         stats = stats or EngineStats()
-        top = wire_cascade(drafters, k_matrix, stats, adaptive, target.cost)
-        return cls(target, top, drafters, tokenizer, stats)
+        top = wire_cascade(drafters, k_matrix, stats, adaptive, target.cost, target.vocab_size)
+        return cls(target, top, drafters, tokenizer, stats, kv_budget_bytes)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        """Queue a request; it joins the batch at the next step."""
-        length = request.max_new_tokens + self.top.max_tokens + 1
-        stream = None if request.params.greedy else UniformStream(request.params.seed, length)
+        """Queue a request; it joins the batch at a coming step. A request the engine could never serve
+        right (an id already live, a token outside the vocabulary, more positions than the target has,
+        more KV than its budget) raises `RequestError` here, and nothing else changes."""
+        live = {s.request.id for s in (*self.waiting, *self.running)}
+        if request.id in live:
+            raise RequestError(f"id: request {request.id} is already queued or running; give each live request "
+                               "its own id")
+        vocab = self.target.vocab_size
+        bad = next((t for t in request.prompt_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise RequestError(f"prompt_ids: token id {bad} is outside the target's vocabulary [0, {vocab})")
+        positions = self._positions(request)
+        limit = self.target.max_positions
+        if limit is not None and positions > limit:
+            raise RequestError(
+                f"prompt_ids + max_new_tokens: {len(request.prompt_ids)} + {request.max_new_tokens} tokens need "
+                f"{positions} positions, more than the target's {limit}; shorten the prompt or lower max_new_tokens"
+            )
+        if self.kv_budget_bytes is not None and self._kv_bytes(1, positions) > self.kv_budget_bytes:
+            raise RequestError(
+                f"max_new_tokens: this request alone needs {self._kv_bytes(1, positions) / 2**20:.1f} MiB of target "
+                f"KV, more than target_kv_budget_mb ({self.kv_budget_bytes / 2**20:.1f} MiB); shorten it or raise "
+                "the budget"
+            )
+        stream = None if request.params.greedy else UniformStream(request.params.seed)
         self.waiting.append(_Sequence(request, list(request.prompt_ids), stream))
+
+    @staticmethod
+    def _positions(request: Request) -> int:
+        """Positions the target ever holds for `request`: its prompt and every generated token but the last
+        (drafts never reach past that: a step drafts at most the tokens the request still lacks, minus one)."""
+        return len(request.prompt_ids) + request.max_new_tokens - 1
+
+    def _kv_bytes(self, rows: int, positions: int) -> int:
+        """Target KV bytes for `rows` rows in buffers of `positions` positions (plus the scratch slot)."""
+        return rows * (positions + 1) * self.target.cache.token_bytes
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -124,9 +165,9 @@ class Engine:
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> list[Result]:
         start = time.perf_counter()
-        if self.waiting:
-            self._admit()
-        elif self.running:
+        admit = self.waiting and not (self.running and self._admitted_last)
+        self._admitted_last = bool(admit and self._admit())
+        if not self._admitted_last and self.running:
             self._speculate()
         results = self._retire()
         self._track_drafter_memory()
@@ -143,8 +184,30 @@ class Engine:
         ]
         return verify_sampled(logits, drafts.tokens, [s.request.params for s in seqs], uniforms, drafts.probs)
 
-    def _admit(self) -> None:
-        new, self.waiting = self.waiting, []
+    def _joining(self) -> int:
+        """How many waiting requests, from the front of the queue, fit the target's KV budget now (the
+        buffers hold every row at the longest live request's length, and never shrink while rows run)."""
+        if self.kv_budget_bytes is None:
+            return len(self.waiting)
+        rows = len(self.running)
+        positions = max([self.target.cache.capacity - 1 if rows else 0,
+                         *(self._positions(s.request) for s in self.running)])
+        count = 0
+        for seq in self.waiting:
+            positions = max(positions, self._positions(seq.request))
+            if self._kv_bytes(rows + count + 1, positions) > self.kv_budget_bytes:
+                break
+            count += 1
+        return count
+
+    def _admit(self) -> int:
+        """Prefill the requests that may join now; returns how many joined."""
+        count = self._joining()
+        if not count:
+            return 0
+        new, self.waiting = self.waiting[:count], self.waiting[count:]
+        if self.kv_budget_bytes is not None:  # the buffers never grow past the longest live request
+            self.target.cache.grow_limit = max(self._positions(s.request) for s in (*self.running, *new)) + 1
         first = len(self.running)
         rows = list(range(first, first + len(new)))
         self.target.add_rows(len(new))
@@ -158,6 +221,7 @@ class Engine:
         for drafter in self.drafters:
             drafter.add_rows(infos)
         self._commit()
+        return count
 
     def _speculate(self) -> None:
         rows = list(range(len(self.running)))

@@ -31,6 +31,10 @@ class RaggedKVCache(Cache):
         self.keys = [self._empty(0, capacity) for _ in range(num_layers)]
         self.values = [self._empty(0, capacity) for _ in range(num_layers)]
         self.lengths: list[int] = []
+        #: None, or the most positions (scratch slot included) growth may double to: a row that needs more
+        #: still gets exactly what it needs (the engine sets it under a target KV budget).
+        self.grow_limit: int | None = None
+        self._initial_capacity = capacity
         self._rows: torch.Tensor | None = None
         self._write_pos: torch.Tensor | None = None
         self._row_index: torch.Tensor | None = None
@@ -59,14 +63,22 @@ class RaggedKVCache(Cache):
 
     # -- batch membership -------------------------------------------------------------------
     def add_rows(self, count: int) -> None:
-        """Append `count` empty rows."""
+        """Append `count` empty rows (into buffers no longer than `grow_limit` when the cache was empty)."""
+        if not self.lengths and self.grow_limit is not None and self.capacity > self.grow_limit:
+            self.keys = [self._empty(0, self.grow_limit) for _ in range(self.num_layers)]
+            self.values = [self._empty(0, self.grow_limit) for _ in range(self.num_layers)]
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
                 buffers[i] = torch.cat([buf, self._empty(count, self.capacity)])
         self.lengths.extend([0] * count)
 
     def keep_rows(self, keep: list[int]) -> None:
-        """Keep only rows `keep`, in that order."""
+        """Keep only rows `keep`, in that order (none: back to the initial capacity)."""
+        if not keep:
+            self.keys = [self._empty(0, self._initial_capacity) for _ in range(self.num_layers)]
+            self.values = [self._empty(0, self._initial_capacity) for _ in range(self.num_layers)]
+            self.lengths = []
+            return
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
@@ -86,7 +98,8 @@ class RaggedKVCache(Cache):
         """Grow so that `needed` positions plus the scratch slot fit."""
         if needed + 1 <= self.capacity:
             return
-        capacity = max(needed + 1, 2 * self.capacity)
+        doubled = 2 * self.capacity if self.grow_limit is None else min(2 * self.capacity, self.grow_limit)
+        capacity = max(needed + 1, doubled)
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
                 grown = self._empty(buf.shape[0], capacity)

@@ -44,6 +44,8 @@ class ModelRunner:
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        #: positions the model was trained for (None when its config does not say)
+        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self.cached: list[list[int]] = []
         self.synced: list[int] = []
         self.forwards = 0

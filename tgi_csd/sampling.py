@@ -48,16 +48,24 @@ def sample_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Ten
 
 
 class UniformStream:
-    """A request's uniforms, two per generated position (draw, accept), from its seed.
+    """A request's uniforms, two per generated position (draw, accept), from its seed, made on demand.
 
-    Invariant: the token at generated index `t` is always drawn with `draw[t]`, whichever
-    drafts were tried, so plain decoding and speculative decoding emit the same tokens.
+    Invariant: the token at generated index `t` is always drawn with `draw[t]`, whichever drafts were
+    tried, so plain decoding and speculative decoding emit the same tokens. Values come in blocks of
+    `BLOCK` draws then `BLOCK` accepts from one generator, so a request holds only what its generated
+    tokens used (16 bytes a position), never its whole `max_new_tokens` up front.
     """
 
-    def __init__(self, seed: int, length: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.draw = torch.rand(length, generator=generator, dtype=torch.float64)
-        self.accept = torch.rand(length, generator=generator, dtype=torch.float64)
+    BLOCK = 64
+
+    def __init__(self, seed: int) -> None:
+        self._generator = torch.Generator().manual_seed(seed)
+        self.draw = torch.empty(0, dtype=torch.float64)
+        self.accept = torch.empty(0, dtype=torch.float64)
 
     def window(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        while len(self.draw) < start + count:
+            draw = torch.rand(self.BLOCK, generator=self._generator, dtype=torch.float64)
+            accept = torch.rand(self.BLOCK, generator=self._generator, dtype=torch.float64)
+            self.draw, self.accept = torch.cat([self.draw, draw]), torch.cat([self.accept, accept])
         return self.draw[start : start + count], self.accept[start : start + count]

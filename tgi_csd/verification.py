@@ -106,7 +106,7 @@ def verify_sampled(
                     break
             else:
                 p_token, q_token = probs[j, token].item(), q[token].item()
-                if accept[j].item() * q_token >= p_token:
+                if not accept[j].item() * q_token < p_token:  # reject (a NaN rejects too)
                     residual = (probs[j] - q).clamp_(min=0)
                     emitted.append(int(sample_inverse_cdf(residual, draw[j].float().to(probs.device)).item()))
                     break

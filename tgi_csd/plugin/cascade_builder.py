@@ -79,5 +79,5 @@ def build_cascade(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id
         raise ConfigError("drafters: the csd strategy needs at least one drafter; to disable speculation drop "
                           "--speculation-strategy")
     target_cost = SizeCost()
-    top = wire_cascade(drafters, config.k_matrix, stats, config.adaptive, target_cost, speculate)
+    top = wire_cascade(drafters, config.k_matrix, stats, config.adaptive, target_cost, vocab_size, speculate)
     return Cascade(top, drafters, stats, target_cost)
