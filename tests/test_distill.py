@@ -175,3 +175,19 @@ def test_draft_model_without_safetensors(workspace):
     with pytest.raises(ConfigError, match="only safetensors"):
         run(str(workspace / "tiny"), str(workspace / "pt"), [str(workspace / "prompts.txt")], workspace / "y",
             DistillSettings(**FAST))
+
+
+class Payload:
+    """Stands for any pickled object: unpickling it could run code."""
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_plain_data(workspace, tmp_path):
+    """Checkpoints load with `weights_only=True`: a pickled object is refused, by name, before it runs."""
+    out = tmp_path / "evil"
+    settings = DistillSettings(**FAST)
+    run(str(workspace / "tiny"), "layers:2", [str(workspace / "prompts.txt")], out, settings)
+    state = out / "checkpoint" / "state.pt"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"lora": {}, "payload": Payload()}, state)
+    with pytest.raises(ConfigError, match=r"--resume: cannot read .*state.pt .*delete .* to train from the start"):
+        run(str(workspace / "tiny"), "layers:2", [str(workspace / "prompts.txt")], out, settings, resume=True)

@@ -100,9 +100,35 @@ def config_for(folder, drafters, k_matrix):
     return parse_config({"target": {"model": str(folder)}, "drafters": drafters, "k_matrix": k_matrix})
 
 
+def bind(adapter, target, layers: int) -> None:
+    """`tgi-csd adapter bind`: the binding the loader checks (adapters made here, not by distill)."""
+    from typer.testing import CliRunner
+
+    from tgi_csd.cli import app
+
+    result = CliRunner().invoke(app, ["adapter", "bind", "--adapter", str(adapter), "--target", str(target),
+                                      "--from-target-layers", str(layers)])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_adapter_must_be_bound_to_its_target(tmp_path):
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    make_adapter(cut_from_target(tiny_llama(layers=4), 2), tmp_path / "lora")
+    spec = {"type": "model", "name": "d2", "from_target_layers": 2, "adapter": str(tmp_path / "lora")}
+    config = config_for(folder, [spec, {"type": "mag", "bigram": None}], [[2, 1], [0, 2]])
+    with pytest.raises(ConfigError, match="has no tgi_csd_adapter.json.*tgi-csd adapter bind"):
+        Engine.from_config(config)
+    bind(tmp_path / "lora", folder, 3)  # bound to another draft shape: still refused, by name
+    with pytest.raises(ConfigError, match="set from_target_layers: 3"):
+        Engine.from_config(config)
+    bind(tmp_path / "lora", folder, 2)
+    Engine.from_config(config)
+
+
 def test_engine_from_config_on_a_saved_model(tmp_path):
     folder = save_tiny_model_dir(tmp_path / "tiny")
     make_adapter(cut_from_target(tiny_llama(layers=4), 2), tmp_path / "lora")
+    bind(tmp_path / "lora", folder, 2)
     config = config_for(
         folder,
         [{"type": "model", "name": "d2", "from_target_layers": 2, "adapter": str(tmp_path / "lora")},
@@ -123,6 +149,7 @@ def test_engine_with_two_unmerged_adapters_on_one_base(tmp_path):
     for seed, name in [(1, "a"), (2, "b")]:
         torch.manual_seed(seed)
         make_adapter(cut_from_target(tiny_llama(layers=4), 3 if name == "a" else 2), tmp_path / name)
+        bind(tmp_path / name, folder, 3 if name == "a" else 2)
     config = config_for(
         folder,
         [{"type": "model", "name": "d3", "from_target_layers": 3, "adapter": str(tmp_path / "a"),
@@ -166,3 +193,29 @@ def test_yaml_roundtrip_of_config(tmp_path):
     from tgi_csd.config import load_config
 
     assert load_config(path).drafters[0].bigram is None
+
+
+def test_truncated_adapter_files_are_one_clear_error(tmp_path):
+    """Each file of an adapter folder cut at 10 offsets: a ConfigError naming that file, never a raw one."""
+    from test_bigram import truncations
+
+    from tgi_csd.adapters import save_vocab, target_fingerprint
+    from tgi_csd.models import load_model, load_tokenizer
+
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    target = load_model(folder)
+    fingerprint = target_fingerprint(target, load_tokenizer(folder))
+    adapter = tmp_path / "lora"
+    make_adapter(cut_from_target(tiny_llama(layers=4), 2), adapter)
+    bind(adapter, folder, 2)
+    save_vocab(adapter, torch.arange(0, 64, 2))
+    apply_adapter(cut_from_target(target, 2), str(adapter), fingerprint, 2)  # whole: loads
+    for name in ["adapter_model.safetensors", "adapter_config.json", "tgi_csd_adapter.json",
+                 "draft_vocab.safetensors"]:
+        path = adapter / name
+        whole = path.read_bytes()
+        for offset in truncations(path):
+            path.write_bytes(whole[:offset])
+            with pytest.raises(ConfigError, match=rf"adapter: cannot read {path} "):
+                apply_adapter(cut_from_target(target, 2), str(adapter), fingerprint, 2)
+        path.write_bytes(whole)

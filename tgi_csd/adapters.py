@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tgi_csd.drafters.bigram import tokenizer_fingerprint
-from tgi_csd.errors import ConfigError
+from tgi_csd.errors import ConfigError, reading
 
 METADATA_FILE = "tgi_csd_adapter.json"
 VOCAB_FILE = "draft_vocab.safetensors"
@@ -48,14 +48,22 @@ def write_metadata(folder: Path, metadata: AdapterMetadata) -> None:
 
 def read_metadata(folder: Path) -> AdapterMetadata | None:
     path = folder / METADATA_FILE
-    return AdapterMetadata.model_validate_json(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    with reading("adapter", path, "distill the adapter again with `tgi-csd distill`"):
+        return AdapterMetadata.model_validate_json(path.read_text())
 
 
-def check_adapter(folder: Path, fingerprint: str, from_target_layers: int | None) -> AdapterMetadata | None:
-    """Refuse an adapter distilled for another target or another draft shape."""
+def check_adapter(folder: Path, fingerprint: str, from_target_layers: int | None) -> AdapterMetadata:
+    """Refuse an adapter distilled for another target or another draft shape, or one that does not say
+    which target it was distilled for."""
     metadata = read_metadata(folder)
     if metadata is None:
-        return None
+        raise ConfigError(
+            f"adapter: {folder} has no {METADATA_FILE}, so nothing binds it to this target; use an adapter made "
+            "by `tgi-csd distill` (it writes that file), or bind one trained for this target with `tgi-csd adapter "
+            "bind --adapter DIR --target MODEL [--from-target-layers N]`"
+        )
     if metadata.target != fingerprint:
         raise ConfigError(
             f"adapter: {folder} was distilled for another target (fingerprint {metadata.target}, this target "
@@ -98,6 +106,16 @@ def save_vocab(folder: Path, token_ids: torch.Tensor) -> None:
     save_file({"token_ids": token_ids.to(torch.int64).contiguous()}, str(folder / VOCAB_FILE))
 
 
-def load_vocab(folder: Path) -> torch.Tensor | None:
+def load_vocab(folder: Path, vocab_size: int) -> torch.Tensor | None:
+    """The draft vocabulary saved with the adapter (ids in `[0, vocab_size)`), or None when there is none."""
     path = folder / VOCAB_FILE
-    return load_file(str(path))["token_ids"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    with reading("adapter", path, "distill the adapter again with `tgi-csd distill --draft-vocab`"):
+        token_ids = load_file(str(path))["token_ids"]
+        if token_ids.dim() != 1 or token_ids.dtype != torch.int64 or not len(token_ids):
+            raise ValueError(f"token_ids must be a non-empty int64 vector, not {token_ids.dtype} "
+                             f"{tuple(token_ids.shape)}")
+        if int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab_size:
+            raise ValueError(f"token ids outside the target's vocabulary [0, {vocab_size})")
+    return token_ids

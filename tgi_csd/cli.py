@@ -20,7 +20,9 @@ app = typer.Typer(help="Cascade Speculative Drafting for text-generation-inferen
 models_app = typer.Typer(help="Models in the local cache.", no_args_is_help=True)
 bigram_app = typer.Typer(help="Bigram tables for MaG.", no_args_is_help=True)
 config_app = typer.Typer(help="Cascade configuration files.", no_args_is_help=True)
+adapter_app = typer.Typer(help="Draft adapters (peft LoRA).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(adapter_app, name="adapter")
 app.add_typer(bigram_app, name="bigram")
 app.add_typer(config_app, name="config")
 app.command("patch")(patch_command)
@@ -136,6 +138,28 @@ def bigram_build(
     except ConfigError as error:
         _fail(error)
     typer.echo(f"wrote {out} ({table.vocab_size} entries)")
+
+
+@adapter_app.command("bind")
+def adapter_bind(
+    adapter: Annotated[Path, typer.Option(help="peft LoRA adapter folder (adapter_config.json, safetensors)")],
+    target: Annotated[str, typer.Option(help="the target it was trained for: a model name or folder")],
+    from_target_layers: Annotated[int | None, typer.Option(help="the draft's layers, for a cut of the target")] = None,
+) -> None:
+    """Bind an adapter made outside `tgi-csd distill` to its target (writes tgi_csd_adapter.json), so the
+    loader accepts it for that target and refuses it for any other. Bind only what was trained for it."""
+    from tgi_csd import adapters, models
+
+    try:
+        if not (adapter / "adapter_config.json").is_file():
+            raise ConfigError(f"--adapter: {adapter} is not a peft adapter folder (no adapter_config.json)")
+        folder = models.resolve_model(target)
+        fingerprint = adapters.target_fingerprint(models.load_model(folder), models.load_tokenizer(folder))
+        adapters.write_metadata(adapter, adapters.AdapterMetadata(target=fingerprint,
+                                                                  from_target_layers=from_target_layers))
+    except ConfigError as error:
+        _fail(error)
+    typer.echo(f"bound {adapter} to {target} ({fingerprint})")
 
 
 @config_app.command("schema")

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 import transformers
 from packaging.version import Version
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
-from tgi_csd.errors import ConfigError
+from tgi_csd.errors import ConfigError, reading
 
 CACHE_ENV = "TGI_CSD_CACHE"
 # transformers renamed `torch_dtype` to `dtype` in 4.56; TGI 3.3.7 pins 4.51.
@@ -182,10 +183,16 @@ def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str 
     folder = Path(adapter).expanduser()
     if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"adapter: {folder} is not a peft adapter folder (no adapter_config.json)")
-    if not (folder / "adapter_model.safetensors").is_file():
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
         raise ConfigError(f"adapter: {folder} has no adapter_model.safetensors; save it with safe_serialization")
     if target_fingerprint is not None:
         adapters.check_adapter(folder, target_fingerprint, from_target_layers)
+    fix = "distill the adapter again with `tgi-csd distill` (or copy it whole)"
+    with reading("adapter", folder / "adapter_config.json", fix):
+        json.loads((folder / "adapter_config.json").read_text())
+    with reading("adapter", weights, fix):
+        load_safetensors(str(weights))  # reads every tensor: a truncated file fails here, by name
     from peft import PeftModel
 
     try:
@@ -196,7 +203,7 @@ def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str 
     except (ValueError, RuntimeError, KeyError) as error:
         raise ConfigError(f"adapter: {folder} does not fit this drafter ({error}); check its rank and "
                           "target modules, or distill it for this draft") from None
-    vocab = adapters.load_vocab(folder)
+    vocab = adapters.load_vocab(folder, model.get_output_embeddings().weight.shape[0])
     if vocab is not None:
         adapters.restrict_head(adapted, vocab)
     return adapted.eval()

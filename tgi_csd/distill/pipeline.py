@@ -6,15 +6,16 @@ import json
 import random
 import resource
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from tgi_csd import adapters, models
-from tgi_csd.distill.data import continuations, label
+from tgi_csd.distill.data import Example, continuations, label
 from tgi_csd.distill.train import DistillSettings, acceptance, draft_forward, draft_head, frequent_tokens, make_draft
 from tgi_csd.distill.train import train as train_lora
-from tgi_csd.errors import ConfigError
+from tgi_csd.errors import ConfigError, reading
 from tgi_csd.prompts import load_prompts
 
 DATASET = "dataset.pt"
@@ -54,7 +55,9 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
 
     dataset_path = out / DATASET
     if resume and dataset_path.is_file():
-        train_set, val_set = torch.load(dataset_path, weights_only=False)
+        with reading("--resume", dataset_path, f"delete {dataset_path} to label the prompts again"):
+            saved = torch.load(dataset_path, weights_only=True)
+            train_set, val_set = ([Example(**e) for e in part] for part in saved)
     else:
         def tokenized(specs: list[str], option: str) -> list[list[int]]:
             ids = [tokenizer(p).input_ids for spec in specs for p in load_prompts(spec, option)]
@@ -78,7 +81,7 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
             progress.add_task("target top-k logits", total=None)
             val_set = label(target, val_pairs, settings.context, settings.top_k)
             train_set = label(target, train_pairs, settings.context, settings.top_k)
-        torch.save((train_set, val_set), dataset_path)
+        torch.save([[asdict(e) for e in part] for part in (train_set, val_set)], dataset_path)
 
     vocab_ids = None
     if settings.draft_vocab is not None:

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 
 from tgi_csd.adapters import ReducedHead
 from tgi_csd.distill.data import Example
+from tgi_csd.errors import reading
 
 CHECKPOINT = "checkpoint"
 
@@ -186,13 +187,14 @@ def train(draft, train_set: list[Example], val_set: list[Example], settings: Dis
     step, history, order = 0, [], []
     checkpoint = out / CHECKPOINT
     if resume and (checkpoint / "state.pt").is_file():
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
-        set_peft_model_state_dict(draft, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step, history, order = state["step"], state["history"], state["order"]
+        with reading("--resume", checkpoint / "state.pt", f"delete {checkpoint} to train from the start"):
+            state = torch.load(checkpoint / "state.pt", weights_only=True)
+            set_peft_model_state_dict(draft, state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            step, history, order = state["step"], state["history"], state["order"]
     task = progress.add_task("distilling", total=settings.steps, completed=step, loss=float("nan"),
                              agreement=history[-1]["agreement"] if history else float("nan"))
     draft.train()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from tgi_csd.errors import ConfigError
+from tgi_csd.errors import ConfigError, reading
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -59,8 +61,15 @@ class BigramTable:
         return cls(table, tokenizer_fingerprint(tokenizer))
 
     def save(self, path: Path) -> None:
+        """Written to a temporary file beside `path`, then renamed: readers never see a partial table."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"next_token": self.next_token}, str(path), metadata={"tokenizer": self.fingerprint})
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+            scratch = Path(handle.name)
+        try:
+            save_file({"next_token": self.next_token}, str(scratch), metadata={"tokenizer": self.fingerprint})
+            os.replace(scratch, path)
+        finally:
+            scratch.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path, tokenizer=None) -> BigramTable:
@@ -70,9 +79,17 @@ class BigramTable:
             raise ConfigError(f"bigram: {path} does not exist; build it with `tgi-csd bigram build`")
         from safetensors import safe_open
 
-        with safe_open(str(path), "np") as handle:
-            fingerprint = (handle.metadata() or {}).get("tokenizer", "")
-        table = cls(load_file(str(path))["next_token"], fingerprint)
+        with reading("bigram", path, "rebuild it with `tgi-csd bigram build` (or delete it: the default table is "
+                     "rebuilt on next use)"):
+            with safe_open(str(path), "np") as handle:
+                fingerprint = (handle.metadata() or {}).get("tokenizer", "")
+            next_token = load_file(str(path))["next_token"]
+            if next_token.ndim != 1 or not len(next_token) or next_token.dtype.kind not in "iu":
+                raise ValueError(f"next_token must be a non-empty integer vector, got {next_token.dtype} "
+                                 f"{next_token.shape}")
+            if int(next_token.min()) < 0 or int(next_token.max()) >= len(next_token):
+                raise ValueError(f"next_token holds ids outside [0, {len(next_token)})")
+        table = cls(next_token, fingerprint)
         if tokenizer is not None and fingerprint != tokenizer_fingerprint(tokenizer):
             raise ConfigError(
                 f"bigram: {path} was built for another tokenizer; rebuild it with "
