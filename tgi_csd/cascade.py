@@ -101,8 +101,8 @@ class HorizontalCascade:
         if len(rows) != len(counts):
             self._fault(name, "rows", f"{len(rows)} rows for {len(counts)} asked")
             return Proposal([[] for _ in counts])
-        tokens, probs = [], None if proposal.probs is None else []
-        for i, (row, count) in enumerate(zip(rows, counts)):
+        tokens = []
+        for row, count in zip(rows, counts):
             if len(row) > count:
                 self._fault(name, "length", f"{len(row)} tokens where {count} were asked")
                 row = row[:count]
@@ -111,17 +111,32 @@ class HorizontalCascade:
                 self._fault(name, "id", f"token id {row[bad]!r} outside [0, {self.vocab_size})")
                 row = row[:bad]
             tokens.append(row)
-            if probs is not None:
-                row_probs = list(proposal.probs[i][: len(row)]) if i < len(proposal.probs) else []
-                if len(row_probs) != len(row) or not all(q is None or self._is_distribution(q) for q in row_probs):
-                    self._fault(name, "probs", "draft probabilities that are not distributions over the vocabulary")
-                    row_probs = [None] * len(row)
-                probs.append(row_probs)
+        if proposal.probs is None:
+            return Proposal(tokens)
+        probs = [list(proposal.probs[i][: len(row)]) if i < len(proposal.probs) else [] for i, row in enumerate(tokens)]
+        valid = self._distributions(probs)
+        for i, row in enumerate(tokens):
+            if len(probs[i]) != len(row) or not valid[i]:
+                self._fault(name, "probs", "draft probabilities that are not distributions over the vocabulary")
+                probs[i] = [None] * len(row)
         return Proposal(tokens, probs)
 
-    def _is_distribution(self, q: torch.Tensor) -> bool:
-        return (q.shape == (self.vocab_size,) and bool(torch.isfinite(q).all()) and bool((q >= 0).all())
-                and abs(float(q.sum()) - 1.0) < 1e-3)
+    def _distributions(self, probs: list[list[torch.Tensor | None]]) -> list[bool]:
+        """Per row: every given q is a finite, non-negative `[vocab_size]` vector summing to 1 (checked at once)."""
+        valid = [True] * len(probs)
+        shaped = []
+        for i, row in enumerate(probs):
+            for q in row:
+                if isinstance(q, torch.Tensor) and q.shape == (self.vocab_size,):
+                    shaped.append((i, q))
+                elif q is not None:
+                    valid[i] = False
+        if shaped:
+            stacked = torch.stack([q for _, q in shaped]).float()
+            good = torch.isfinite(stacked).all(-1) & (stacked >= 0).all(-1) & ((stacked.sum(-1) - 1).abs() < 1e-3)
+            for (i, _), ok in zip(shaped, good.tolist()):
+                valid[i] = valid[i] and ok
+        return valid
 
     def _fault(self, name: str, kind: str, detail: str) -> None:
         key = f"{name}:{kind}"

@@ -78,7 +78,7 @@ def verify_sampled(
     uniforms: list[tuple[torch.Tensor | None, torch.Tensor | None]],
     draft_probs: list[list[torch.Tensor | None]] | None = None,
 ) -> Verdict:
-    """Exact speculative sampling, row by row.
+    """Exact speculative sampling, all rows at once.
 
     Deterministic draft token: sample the reviewer's token with the request's uniform for that
     generated index and accept the draft iff they are equal (sample-and-match), so the output
@@ -88,32 +88,50 @@ def verify_sampled(
     `(draw, accept)`, each with at least `len(drafts[i]) + 1` values in [0, 1): position `j`
     uses `draw[j]` and `accept[j]`.
     """
-    width = logits.shape[1]
-    accepted, tokens, probs_out = [], [], []
-    for i, (draft, param, (draw, accept)) in enumerate(zip(drafts, params, uniforms)):
-        rows = logits[i, width - len(draft) - 1 :]
+    rows, width, vocab = logits.shape
+    grid, starts = _draft_grid(drafts, width, logits.device)
+    start_list = starts.tolist()
+    chosen = logits.argmax(-1)  # greedy rows keep these
+    probs = torch.zeros(rows, width, vocab, device=logits.device)
+    draw = torch.zeros(rows, width, dtype=torch.float64)
+    accept = torch.zeros(rows, width, dtype=torch.float64)
+    q = torch.zeros(rows, width, vocab, device=logits.device)
+    has_q = torch.zeros(rows, width, dtype=torch.bool)
+    groups: dict[tuple[float, int, float], list[int]] = {}
+    for i, (draft, param, (row_draw, row_accept)) in enumerate(zip(drafts, params, uniforms)):
         if param.greedy:
-            probs, sampled = None, rows.argmax(-1).tolist()
-        else:
-            probs = warp(rows, param)
-            sampled = sample_inverse_cdf(probs, draw[: len(draft) + 1].float().to(probs.device)).tolist()
-        emitted: list[int] = []
-        for j, token in enumerate(draft):
-            q = draft_probs[i][j] if draft_probs is not None else None
-            if q is None or probs is None:
-                if sampled[j] != token:
-                    emitted.append(sampled[j])
-                    break
-            else:
-                p_token, q_token = probs[j, token].item(), q[token].item()
-                if not accept[j].item() * q_token < p_token:  # reject (a NaN rejects too)
-                    residual = (probs[j] - q).clamp_(min=0)
-                    emitted.append(int(sample_inverse_cdf(residual, draw[j].float().to(probs.device)).item()))
-                    break
-            emitted.append(token)
-        else:
-            emitted.append(sampled[len(draft)])
-        accepted.append(len(emitted) - 1)
-        tokens.append(emitted)
-        probs_out.append(None if probs is None else probs[: len(emitted)])
+            continue
+        groups.setdefault((param.temperature, param.top_k, param.top_p), []).append(i)
+        used = slice(start_list[i], width)
+        draw[i, used] = row_draw[: len(draft) + 1].double()
+        accept[i, used] = row_accept[: len(draft) + 1].double()
+        for j, q_j in enumerate(draft_probs[i][: len(draft)] if draft_probs is not None else []):
+            if q_j is not None:
+                q[i, start_list[i] + j] = q_j
+                has_q[i, start_list[i] + j] = True
+    sampled = torch.zeros(rows, dtype=torch.bool)
+    draw, accept, has_q = draw.to(logits.device), accept.to(logits.device), has_q.to(logits.device)
+    for (temperature, top_k, top_p), members in groups.items():
+        index = torch.tensor(members, device=logits.device)
+        warped = warp(logits[index], SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+        probs[index] = warped
+        chosen[index] = sample_inverse_cdf(warped, draw[index].float())
+        sampled[members] = True
+    sampled = sampled.to(logits.device)
+    safe = grid.clamp(min=0)[..., None]
+    p_token = probs.gather(-1, safe).squeeze(-1).double()
+    q_token = q.gather(-1, safe).squeeze(-1).double()
+    by_ratio = sampled[:, None] & has_q  # rejection sampling; elsewhere sample-and-match
+    ok = torch.where(by_ratio, accept * q_token < p_token, chosen == grid) & (grid >= 0)  # a NaN rejects
+    accepted = _leading_run(ok, starts)
+    final = (starts + torch.tensor(accepted, device=logits.device))  # the column of each row's own token
+    last = chosen.gather(1, final[:, None]).squeeze(1)
+    residual_rows = torch.nonzero(by_ratio.gather(1, final[:, None]).squeeze(1)).flatten()
+    if len(residual_rows):  # rejected sampled drafts: a sample of max(0, p - q) at that position
+        columns = final[residual_rows]
+        residual = (probs[residual_rows, columns] - q[residual_rows, columns]).clamp_(min=0)
+        last[residual_rows] = sample_inverse_cdf(residual, draw[residual_rows, columns].float())
+    tokens = [[*d[:a], token] for d, a, token in zip(drafts, accepted, last.tolist())]
+    probs_out = [None if param.greedy else probs[i, s : s + a + 1]
+                 for i, (param, s, a) in enumerate(zip(params, start_list, accepted))]
     return Verdict(accepted, tokens, probs_out)
