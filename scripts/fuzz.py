@@ -1,7 +1,7 @@
-"""The long greedy differential fuzz: `python scripts/fuzz.py --cases 5000 [--first-seed N]`.
+"""The long differential fuzz: `python scripts/fuzz.py --cases 5000 [--first-seed N] [--sampled]`.
 
-The same harness as `tests/test_fuzz.py` (CI runs 200 cases); prints each failing case's description and
-the coverage counters (fully accepted drafts by length, features, finish reasons) at the end.
+The same harness as `tests/test_fuzz.py` (CI runs 200 greedy and 100 sampled cases); prints each failing
+case's description and the coverage counters (fully accepted drafts by length, features, finish reasons).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=5000)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=96, help="reference prompts to draw requests from")
+    parser.add_argument("--sampled", action="store_true",
+                        help="seeded sampled requests under deterministic drafters, against plain sampling")
     args = parser.parse_args()
     started = time.perf_counter()
     target = fuzz_target()
@@ -31,7 +33,7 @@ def main() -> None:
     with Progress() as progress:
         task = progress.add_task("fuzz", total=args.cases)
         for seed in range(args.first_seed, args.first_seed + args.cases):
-            case = make_case(target, pool, seed)
+            case = make_case(target, pool, seed, sampled=args.sampled)
             failures, coverage = run_case(case)
             total.merge(coverage)
             if failures:
@@ -39,7 +41,7 @@ def main() -> None:
                 progress.console.print(f"[red]FAIL[/red] {case.description}\n  " + "\n  ".join(failures))
             progress.advance(task)
     print(json.dumps({
-        "cases": args.cases, "failed_seeds": failed, "requests": total.requests,
+        "cases": args.cases, "sampled": args.sampled, "failed_seeds": failed, "requests": total.requests,
         "seconds": round(time.perf_counter() - started),
         "full_draft_accepts_by_length": dict(sorted(total.full_accepts.items())),
         "drafts_by_length": dict(sorted(total.drafts.items())),

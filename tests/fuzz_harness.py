@@ -5,7 +5,9 @@ cuts, each maybe sampling, lenient or confidence-gated; MaG with or without lead
 n-gram; maybe a drafter KV budget, maybe the CPU kernel, maybe adaptive), a valid k-matrix with entries
 0-6, and 1-16 requests (prompts of 1-300 tokens, 1-64 new tokens, joining at random steps, maybe EOS,
 maybe stop strings). Every output must equal the target alone's greedy continuation, cut by the same
-EOS / length / stop rules.
+EOS / length / stop rules. In sampled mode the drafters are deterministic (no sampling drafters) and the
+requests mostly sampled with random temperature / top-k / top-p / seed: every output must equal plain
+sampling's (sample-and-match verification reproduces it token for token).
 
 The target is a tiny Llama initialised to be non-degenerate (about 18 distinct tokens in 24, median top-2
 logit gap about 1). Prompts whose reference has a top-2 gap below `TIE_MARGIN` (1e-3) anywhere are left
@@ -39,6 +41,7 @@ from tgi_csd.engine import Engine, Request
 from tgi_csd.models import cut_from_target
 from tgi_csd.reference import reference_generate
 from tgi_csd.runner import ModelRunner
+from tgi_csd.sampling import SamplingParams
 
 VOCAB = 64
 LAYERS = 4
@@ -104,7 +107,7 @@ def _lora(model: LlamaForCausalLM, merge: bool, seed: int) -> LlamaForCausalLM:
 
 
 def _model_drafter(target, name: str, rng: random.Random, kernel: str, described: list[str],
-                   features: list[str]) -> ModelDrafter:
+                   features: list[str], deterministic: bool) -> ModelDrafter:
     kind = rng.choice(["copy", "noisy", "noisy", "cut", "cut", "lora"])
     generator = torch.Generator().manual_seed(rng.randrange(2**31))
     if kind == "copy":
@@ -115,7 +118,7 @@ def _model_drafter(target, name: str, rng: random.Random, kernel: str, described
         model = cut_from_target(target, rng.randint(1, LAYERS - 1))
     else:
         model = _lora(cut_from_target(target, rng.randint(1, LAYERS - 1)), rng.random() < 0.5, rng.randrange(2**31))
-    option = rng.choice(["plain", "plain", "sample", "lenient", "confident"])
+    option = rng.choice(["plain", "plain", "lenient", "confident"] + ([] if deterministic else ["sample"]))
     leniency = rng.choice([1.5, 4.0]) if option == "lenient" else None
     min_confidence = rng.choice([0.2, 0.5, 0.8]) if option == "confident" else None
     described.append(f"{name}={kind}/{option}")
@@ -192,12 +195,22 @@ def _expected(entry: PoolEntry, request: Request, eos: int | None, tokenizer: St
     raise AssertionError("the pool's references are MAX_NEW tokens long")
 
 
-def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int) -> Case:
+def _sampling(rng: random.Random) -> SamplingParams:
+    if rng.random() < 0.2:
+        return SamplingParams()
+    return SamplingParams(temperature=rng.choice([0.5, 0.8, 1.0, 1.3]), top_k=rng.choice([0, 0, 5, 20]),
+                          top_p=rng.choice([1.0, 1.0, 0.9, 0.7]), seed=rng.randrange(2**31))
+
+
+def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int, sampled: bool = False) -> Case:
+    """A greedy case (outputs against the pool's HF references) or, with `sampled`, a case of seeded sampled
+    (and some greedy) requests under deterministic drafters only, whose outputs must equal plain sampling's:
+    the same requests served by the target alone."""
     rng = random.Random(seed)
     described: list[str] = []
     kernel = rng.choice(["off", "off", "auto"])
     features = [f"kernel:{kernel}"]
-    models = [_model_drafter(target, f"m{i}", rng, kernel, described, features)
+    models = [_model_drafter(target, f"m{i}", rng, kernel, described, features, deterministic=sampled)
               for i in range(rng.choice([0, 1, 1, 2, 2, 3]))]
     drafters: list[Drafter] = [*models, *_statistical(rng, described, features)]
     features.append(f"levels:{len(models)}")
@@ -227,10 +240,16 @@ def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int) -> Cas
             stop = [text[start : start + rng.randint(2, 3)]]
             features.append("stop")
         request = Request(prompt_ids=entry.prompt, max_new_tokens=rng.randint(1, MAX_NEW), stop=stop,
-                          ignore_eos=rng.random() < 0.2, id=i)
+                          ignore_eos=rng.random() < 0.2, id=i, params=_sampling(rng) if sampled else SamplingParams())
         join = 0 if i == 0 else rng.choice([0, 0, rng.randint(1, 40)])
         requests.append((join, request))
-        expected[i] = _expected(entry, request, eos, tokenizer)
+        if not sampled:
+            expected[i] = _expected(entry, request, eos, tokenizer)
+    if sampled:
+        features.append("sampled")
+        plain = Engine.assemble(ModelRunner(target, "target"), [], [[]], tokenizer)
+        for result in plain.generate([request.model_copy() for _, request in requests]):
+            expected[result.id] = (result.token_ids, result.finish_reason)
     description = f"seed {seed}: k={k_matrix} kernel={kernel} eos={eos} drafters [{', '.join(described)}]"
     return Case(seed, description, engine, features, requests, expected)
 

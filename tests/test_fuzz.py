@@ -9,6 +9,7 @@ import pytest
 from fuzz_harness import MAX_K, Coverage, fuzz_target, make_case, reference_pool, run_case
 
 CASES = int(os.environ.get("TGI_CSD_FUZZ_CASES", "200"))
+SAMPLED_CASES = int(os.environ.get("TGI_CSD_FUZZ_SAMPLED_CASES", "100"))
 FIRST_SEED = int(os.environ.get("TGI_CSD_FUZZ_SEED", "0"))
 
 
@@ -38,3 +39,18 @@ def test_greedy_fuzz_equals_target_alone(target, pool):
                     "levels:3", "stop"]:
         assert total.features[feature], f"no case with {feature}: {dict(total.features)}"
     assert {"eos", "length", "stop"} <= set(total.finish), dict(total.finish)
+
+
+@pytest.mark.proof
+def test_sampled_fuzz_equals_plain_sampling(target, pool):
+    """Deterministic drafts under seeded sampling: every output is plain sampling's, token for token."""
+    total = Coverage()
+    for seed in range(FIRST_SEED, FIRST_SEED + SAMPLED_CASES):
+        case = make_case(target, pool, seed, sampled=True)
+        failures, coverage = run_case(case)
+        assert not failures, f"{case.description}\n" + "\n".join(failures)
+        total.merge(coverage)
+    assert not total.features["option:sample"]
+    for feature in ["drafter:copy", "drafter:noisy", "drafter:cut", "drafter:lora", "option:lenient",
+                    "option:confident", "mag:lead", "ngram", "kv-budget", "adaptive", "kernel:auto"]:
+        assert total.features[feature], f"no case with {feature}: {dict(total.features)}"
