@@ -94,3 +94,16 @@ def tiny_cascade_config(folder, adaptive: dict | None = None):
     config = folder / "cascade.yaml"
     config.write_text(yaml.safe_dump(data))
     return config
+
+
+class FakeClock:
+    """A deterministic `tgi_csd.clock` source: time moves only when a test says so (`advance`)."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+
+    def __call__(self) -> float:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds

@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from helpers import StubTokenizer, build_engine
+from helpers import FakeClock, StubTokenizer, build_engine
+from tgi_csd import clock
 from tgi_csd.adaptive import KController, PositionAcceptance, SizeCost
 from tgi_csd.config import AdaptiveSettings, parse_config
 from tgi_csd.drafters.base import Drafter, Proposal
@@ -171,21 +172,20 @@ class WrongDrafter(Drafter):
 
 
 class SlowPerToken(torch.nn.Module):
-    """The target, plus 3 ms per token fed: verification cost grows with the draft length, as on
-    a real model, instead of the tiny model's flat Python overhead."""
+    """The target, plus 3 ms of (fake) time per token fed: verification cost grows with the draft length, as
+    on a real model, instead of the tiny model's flat Python overhead."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, clock: FakeClock) -> None:
         super().__init__()
         self.model = model
+        self.clock = clock
         self.config = model.config
         self.dtype = model.dtype
         self.device = model.device
         self.forward = self._forward
 
     def _forward(self, input_ids, **kwargs):
-        import time
-
-        time.sleep(0.003 * input_ids.numel())
+        self.clock.advance(0.003 * input_ids.numel())
         return self.model(input_ids=input_ids, **kwargs)
 
     def get_output_embeddings(self):
@@ -193,11 +193,13 @@ class SlowPerToken(torch.nn.Module):
 
 
 def test_useless_drafter_is_switched_off_and_outputs_stay_exact(target):
+    fake = FakeClock()
     runner = ModelRunner(target, "target")
-    runner.model = SlowPerToken(target)
+    runner.model = SlowPerToken(target, fake)
     engine = Engine.assemble(runner, [WrongDrafter(64)], [[4]], StubTokenizer(None),
                              adaptive=AdaptiveSettings(warmup_steps=2, hold_steps=2, probe_every=8))
-    results = engine.generate([Request(prompt_ids=p, max_new_tokens=40) for p in PROMPTS[:2]])
+    with clock.use(fake):
+        results = engine.generate([Request(prompt_ids=p, max_new_tokens=40) for p in PROMPTS[:2]])
     for prompt, result in zip(PROMPTS, results):
         agreement, _ = compare(result.token_ids, reference_generate(target, prompt, 40, None), TOLERANCE)
         assert agreement is not Agreement.MISMATCH

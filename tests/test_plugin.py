@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from helpers import FakeClock
+from tgi_csd import clock
 from tgi_csd.drafters.base import RowInfo
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.errors import ConfigError
@@ -309,7 +311,6 @@ def test_csd_reports_acceptance(tmp_path):
 def test_adaptive_csd_turns_speculation_off_when_the_shard_is_slow_per_token(tmp_path, monkeypatch):
     """A useless draft (never accepted) and a shard whose step time grows with the verified width:
     the strategy stops passing speculative ids, the stats say so, and the metrics endpoint too."""
-    import time
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -323,11 +324,13 @@ def test_adaptive_csd_turns_speculation_off_when_the_shard_is_slow_per_token(tmp
     history = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2]  # the n-gram rule proposes 3, 1, 2, ... every step
     active.add(0, [1], [history])
     outputs = []
-    for _ in range(30):
-        out = active.propose(0, [1], [history], [1])
-        outputs.append(out)
-        time.sleep(0.001 * (1 + (4 if out is not None else 0)) * 5)  # the shard's verify step
-        history = [*history, history[-3]]  # the cycle goes on, but `accepted` = 1: nothing was taken
+    fake = FakeClock()
+    with clock.use(fake):
+        for _ in range(30):
+            out = active.propose(0, [1], [history], [1])
+            outputs.append(out)
+            fake.advance(0.001 * (1 + (4 if out is not None else 0)) * 5)  # the shard's verify step
+            history = [*history, history[-3]]  # the cycle goes on, but `accepted` = 1: nothing was taken
     assert outputs[0] is not None and outputs[-1] is None, [o is None for o in outputs]
     stats = active.strategy.stats
     assert stats.speculation_off_steps >= 20 and stats.current_k["target"] == {"ngram": 0}

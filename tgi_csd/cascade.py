@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 
+from tgi_csd import clock
 from tgi_csd.adaptive import KController
 from tgi_csd.drafters.base import Drafter, Proposal
 from tgi_csd.stats import EngineStats
@@ -72,11 +72,11 @@ class HorizontalCascade:
             if not active:
                 continue
             counts = [min(wanted[i], limits[i] - len(tokens[i])) for i in active]
-            start = time.perf_counter()
+            start = clock.now()
             proposal = drafter.propose([rows[i] for i in active], [seqs[i].extended(tokens[i]) for i in active],
                                        counts)
             proposal = self.screen(drafter.name, proposal, counts)
-            seconds = time.perf_counter() - start
+            seconds = clock.now() - start
             self.stats.calls[drafter.name] += 1
             self.stats.call_seconds[drafter.name] += seconds
             if self.controller is not None:

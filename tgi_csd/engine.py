@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tgi_csd import clock
 from tgi_csd.builder import build_drafters, wire_cascade
 from tgi_csd.cascade import Draft, HorizontalCascade
 from tgi_csd.config import AdaptiveSettings, CascadeConfig
@@ -164,7 +164,7 @@ class Engine:
 
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> list[Result]:
-        start = time.perf_counter()
+        start = clock.now()
         admit = self.waiting and not (self.running and self._admitted_last)
         self._admitted_last = bool(admit and self._admit())
         if not self._admitted_last and self.running:
@@ -172,7 +172,7 @@ class Engine:
         results = self._retire()
         self._track_drafter_memory()
         self.stats.steps += 1
-        self.stats.step_seconds += time.perf_counter() - start
+        self.stats.step_seconds += clock.now() - start
         return results
 
     def _verify(self, logits, drafts: Draft, seqs: list[_Sequence]) -> Verdict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 
 import torch
 from transformers import PreTrainedModel
 
+from tgi_csd import clock
 from tgi_csd.adaptive import SizeCost
 from tgi_csd.config import KernelSetting
 from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
@@ -115,7 +115,7 @@ class ModelRunner:
         keep = max(num_logits)
         # A one-token forward has no linear call the kernel takes: skip the mode's per-op dispatch.
         small_rows = self.linear_mode if self.linear_mode and len(rows) * width >= self.linear_mode.min_rows else None
-        start = time.perf_counter()
+        start = clock.now()
         with small_rows or contextlib.nullcontext():
             out = self.model(
                 input_ids=input_ids,
@@ -125,7 +125,7 @@ class ModelRunner:
                 logits_to_keep=keep,
                 **{self._cache_kwarg: self.cache},
             )
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
         self.forward_seconds += seconds
         self.forwards += 1
         self.cost.observe(len(rows) * width, seconds)

@@ -20,8 +20,8 @@ measured between proposals of equal batch size, is the controller's cost of veri
 from __future__ import annotations
 
 import logging
-import time
 
+from tgi_csd import clock
 from tgi_csd.cascade import Draft
 from tgi_csd.metrics import MetricsServer, SummaryLog, serve_from_env
 from tgi_csd.plugin.hookspecs import hookimpl
@@ -84,7 +84,7 @@ class CSDStrategy:
 
     @hookimpl
     def tgi_speculation_propose(self, request_ids, histories, accepted, speculate):
-        now = time.perf_counter()
+        now = clock.now()
         if self._last_step is not None and self._last_step[0] == len(request_ids):
             self.cascade.target_cost.observe(self._last_step[1], now - self._last_step[2])
         rows = [self.row_of[r] for r in request_ids]
@@ -109,7 +109,7 @@ class CSDStrategy:
         drafted = any(draft.tokens)
         if not drafted:
             self.stats.speculation_off_steps += 1
-        self._last_step = (len(rows), len(rows) * (1 + (speculate if drafted else 0)), time.perf_counter())
+        self._last_step = (len(rows), len(rows) * (1 + (speculate if drafted else 0)), clock.now())
         self.summary.tick()
         return draft.tokens
 
