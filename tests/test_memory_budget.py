@@ -101,7 +101,7 @@ def test_budget_holds_for_64_sequences_and_outputs_are_unchanged(target):
         # Residency rotates: far more sequences were served than fit at once; the long one never fits.
         assert len(resident_ids[d.name]) >= max(24, 2 * most_resident + 1)
         assert 63 not in resident_ids[d.name]
-    assert report["tokens_per_target_forward"] > 1.0
+    assert engine.stats.pairs[("target", "big")].accepted > 0  # with 64 rows, tokens per forward cannot tell
 
 
 def test_dropped_row_is_rebuilt_and_drafts_its_greedy_continuation(target):

@@ -52,4 +52,5 @@ def test_batch_of_prompts_equals_each_alone(references):
     batch = engine.generate([Request(prompt_ids=p, max_new_tokens=NEW_TOKENS) for p in ids])
     for result, ref in zip(batch, refs):
         assert compare(result.token_ids, ref, TOLERANCE)[0] is not Agreement.MISMATCH
-    assert engine.report()["tokens_per_target_forward"] > 1.2
+    # Per row, at least 1.2 tokens per target forward (tokens per forward over the batch counts every row).
+    assert engine.report()["target_forwards"] * 1.2 * len(ids) < engine.report()["generated_tokens"]
