@@ -1,9 +1,24 @@
-"""TGI's stock n-gram speculation (`create_n_gram_speculation`, TGI 3.3.7), as a drafter."""
+"""TGI's stock n-gram speculation (`create_n_gram_speculation`, TGI 3.3.7): the rule, and a drafter using it.
+
+`first_match` is the one copy of the rule: this drafter and the `ngram` strategy both call it, and
+`tests/test_ngram.py` pins it to TGI's own function, read from TGI's source archive.
+"""
 
 from __future__ import annotations
 
 from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
 from tgi_csd.tokens import TokenSeq
+
+
+def first_match(history: list[int], seed: int, searched: int, count: int) -> list[int]:
+    """TGI's proposal at batch size 1: find the first occurrence of `seed` (the newest token) in the first
+    `searched` tokens of `history` (the history before the last step; at least 1); propose the `count` tokens
+    after it (none found: tokens 1..count); reads past `searched` repeat its last token."""
+    try:
+        start = history.index(seed, 0, searched) + 1
+    except ValueError:
+        start = 1
+    return [history[min(start + i, searched - 1)] for i in range(count)]
 
 
 class TGINGramDrafter(Drafter):
@@ -35,13 +50,6 @@ class TGINGramDrafter(Drafter):
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         tokens = []
         for row, seq, count in zip(rows, seqs, counts):
-            history = seq.history
-            searched = min(self.searched[row], len(history))
-            seed = seq[-1]
-            try:
-                start = history.index(seed, 0, searched) + 1
-            except ValueError:
-                start = 1
-            last = max(searched - 1, 0)
-            tokens.append([history[min(start + i, last)] for i in range(count)])
+            searched = max(1, min(self.searched[row], len(seq.history)))
+            tokens.append(first_match(seq.history, seq[-1], searched, count))
         return Proposal(tokens)

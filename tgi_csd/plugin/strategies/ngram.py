@@ -10,18 +10,13 @@ the longest), which this strategy does not imitate. Stateless.
 
 from __future__ import annotations
 
+from tgi_csd.drafters.ngram import first_match
 from tgi_csd.plugin.hookspecs import hookimpl
 
 
 def ngram_proposal(history: list[int], accepted: int, speculate: int) -> list[int]:
-    searched = max(len(history) - accepted, 1)
-    seed = history[-1]
-    try:
-        start = history.index(seed, 0, searched) + 1
-    except ValueError:
-        start = 1
-    last = searched - 1
-    return [history[min(start + i, last)] for i in range(speculate)]
+    """TGI's proposal for one request whose last step accepted `accepted` tokens."""
+    return first_match(history, history[-1], max(len(history) - accepted, 1), speculate)
 
 
 class NGramStrategy:
