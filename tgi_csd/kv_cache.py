@@ -148,8 +148,14 @@ class RaggedKVCache(Cache):
             out.append(view[:, :, : self._window])
         return out[0], out[1]
 
+    def rollback(self, row: int, length: int) -> None:
+        """Row `row` keeps only its first `length` positions (the one way a row's length goes down: a rejected
+        draft, a re-fed suffix, a row dropped from a budget)."""
+        assert 0 <= length <= self.lengths[row], f"rollback of row {row} to {length} past its {self.lengths[row]}"
+        self.lengths[row] = length
+
     def commit(self, rows: list[int], lengths: list[int]) -> None:
-        """Set the valid length of each row after a forward (roll back rejected tokens)."""
+        """After a forward: row `rows[i]` holds `lengths[i]` valid positions (what that forward wrote)."""
         for row, length in zip(rows, lengths):
             self.lengths[row] = length
 
@@ -253,7 +259,8 @@ class BudgetedKVCache(RaggedKVCache):
         arriving = [row for row in taken if self.slot[row] < 0]
         for row in resident:
             if row not in chosen:
-                self.slot[row], self.lengths[row] = -1, 0
+                self.slot[row] = -1
+                self.rollback(row, 0)
         self._place(taken, capacity)
         for row in arriving:
             self.credit[row] = 2 * asked[row]
@@ -289,7 +296,7 @@ class BudgetedKVCache(RaggedKVCache):
                 buffers[i] = grown
         for new, row in enumerate(kept + [row for row in rows if self.slot[row] < 0]):
             self.slot[row] = new
-            self.lengths[row] = min(self.lengths[row], capacity - 1)
+            self.rollback(row, min(self.lengths[row], capacity - 1))
 
     def _shape(self, rows: int, capacity: int) -> tuple[int, int]:
         """Buffer (slots, capacity) for at least `rows` x `capacity` within the budget: a dimension that

@@ -104,7 +104,7 @@ class ModelRunner:
             valid = self._valid_prefix(row, seq, wanted)
             cached = self.cached[row]
             del cached[valid:]
-            self.cache.lengths[row] = valid
+            self.cache.rollback(row, valid)
             fresh = seq.suffix(valid)
             cached.extend(fresh)
             new_tokens.append(fresh)
