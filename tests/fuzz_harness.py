@@ -29,13 +29,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from helpers import StubTokenizer
-from tgi_csd.builder import share_kv_budget
-from tgi_csd.cascade import HorizontalCascade
+from tgi_csd.builder import Level, ModelLevel
 from tgi_csd.config import AdaptiveSettings
 from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.bigram import BigramTable
+from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
-from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.engine import Engine, Request
 from tgi_csd.models import cut_from_target
@@ -107,7 +106,7 @@ def _lora(model: LlamaForCausalLM, merge: bool, seed: int) -> LlamaForCausalLM:
 
 
 def _model_drafter(target, name: str, rng: random.Random, kernel: str, described: list[str],
-                   features: list[str], deterministic: bool) -> ModelDrafter:
+                   features: list[str], deterministic: bool) -> ModelLevel:
     kind = rng.choice(["copy", "noisy", "noisy", "cut", "cut", "lora"])
     generator = torch.Generator().manual_seed(rng.randrange(2**31))
     if kind == "copy":
@@ -123,7 +122,7 @@ def _model_drafter(target, name: str, rng: random.Random, kernel: str, described
     min_confidence = rng.choice([0.2, 0.5, 0.8]) if option == "confident" else None
     described.append(f"{name}={kind}/{option}")
     features.extend([f"drafter:{kind}", f"option:{option}"])
-    return ModelDrafter(name, ModelRunner(model, name, kernel), leniency=leniency, sample=option == "sample",
+    return ModelLevel(name, ModelRunner(model, name, kernel), leniency=leniency, sample=option == "sample",
                         min_confidence=min_confidence)
 
 
@@ -212,12 +211,12 @@ def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int, sample
     features = [f"kernel:{kernel}"]
     models = [_model_drafter(target, f"m{i}", rng, kernel, described, features, deterministic=sampled)
               for i in range(rng.choice([0, 1, 1, 2, 2, 3]))]
-    drafters: list[Drafter] = [*models, *_statistical(rng, described, features)]
+    levels: list[Level] = [*models, *_statistical(rng, described, features)]
     features.append(f"levels:{len(models)}")
-    k_matrix = _k_matrix(rng, len(models), len(drafters))
+    k_matrix = _k_matrix(rng, len(models), len(levels))
+    budget = None
     if models and rng.random() < 0.3:
         budget = rng.choice([0.005, 0.02, 0.1])
-        share_kv_budget(drafters, budget)
         described.append(f"kv_budget={budget}MiB")
         features.append("kv-budget")
     adaptive = None
@@ -229,7 +228,8 @@ def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int, sample
     eos = rng.choice([None, None, rng.randrange(VOCAB)])
     features.append("eos" if eos is not None else "no-eos")
     tokenizer = StubTokenizer(eos)
-    engine = Engine.assemble(ModelRunner(target, "target", kernel), drafters, k_matrix, tokenizer, adaptive=adaptive)
+    engine = Engine.assemble(ModelRunner(target, "target", kernel), levels, k_matrix, tokenizer, adaptive=adaptive,
+                             drafter_kv_budget_mb=budget)
     requests, expected = [], {}
     for i in range(rng.randint(1, 16)):
         entry = rng.choice(pool)

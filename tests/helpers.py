@@ -31,29 +31,30 @@ def tiny_llama(vocab: int = 64, layers: int = 4, seed: int = 0, init: float = 0.
     return LlamaForCausalLM(config).eval()
 
 
-def build_engine(target: LlamaForCausalLM, layout: str, eos: int | None = None) -> Engine:
+def build_engine(target: LlamaForCausalLM, layout: str, eos: int | None = None, adaptive=None) -> Engine:
     """Engines over one target: 'none', 'mag', 'ngram', 'sd' (one drafter), 'csd' (2 neural levels + MaG),
     'csd-sampled' (the same, neural drafters sampling when the request samples), 'csd-lead' (the same,
-    MaG drafting the whole draft on a suffix match of 2+ tokens)."""
+    MaG drafting the whole draft on a suffix match of 2+ tokens); `adaptive`: `AdaptiveSettings` for every row."""
     from tgi_csd.drafters.ngram import TGINGramDrafter
 
     tokenizer = StubTokenizer(eos)
     target_runner = ModelRunner(target, "target")
     if layout == "none":
-        return Engine.assemble(target_runner, [], [[]], tokenizer)
+        return Engine.assemble(target_runner, [], [[]], tokenizer, adaptive=adaptive)
     if layout == "mag":
-        return Engine.assemble(target_runner, [MaGDrafter(None)], [[4]], tokenizer)
+        return Engine.assemble(target_runner, [MaGDrafter(None)], [[4]], tokenizer, adaptive=adaptive)
     if layout == "ngram":
-        return Engine.assemble(target_runner, [TGINGramDrafter()], [[3]], tokenizer)
-    from tgi_csd.drafters.model import ModelDrafter
+        return Engine.assemble(target_runner, [TGINGramDrafter()], [[3]], tokenizer, adaptive=adaptive)
+    from tgi_csd.builder import ModelLevel
 
     sample = layout == "csd-sampled"
-    big = ModelDrafter("big", ModelRunner(cut_from_target(target, 3), "big"), sample=sample)
+    big = ModelLevel("big", ModelRunner(cut_from_target(target, 3), "big"), sample=sample)
     if layout == "sd":
-        return Engine.assemble(target_runner, [big], [[4]], tokenizer)
-    small = ModelDrafter("small", ModelRunner(cut_from_target(target, 1), "small"), sample=sample)
+        return Engine.assemble(target_runner, [big], [[4]], tokenizer, adaptive=adaptive)
+    small = ModelLevel("small", ModelRunner(cut_from_target(target, 1), "small"), sample=sample)
     mag = MaGDrafter(None, lead_ngram=2 if layout == "csd-lead" else None)
-    return Engine.assemble(target_runner, [big, small, mag], [[2, 1, 2], [0, 2, 1], [0, 0, 3]], tokenizer)
+    return Engine.assemble(target_runner, [big, small, mag], [[2, 1, 2], [0, 2, 1], [0, 0, 3]], tokenizer,
+                           adaptive=adaptive)
 
 
 def hf_greedy(model: LlamaForCausalLM, prompt: list[int], new_tokens: int) -> list[int]:

@@ -19,9 +19,9 @@ from scipy.stats import chisquare
 from helpers import StubTokenizer, tiny_llama
 from tgi_csd import engine as engine_module
 from tgi_csd import verification
+from tgi_csd.builder import ModelLevel
 from tgi_csd.drafters import model as model_drafter_module
 from tgi_csd.drafters.mag import MaGDrafter
-from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.engine import Engine, Request
 from tgi_csd.models import cut_from_target
 from tgi_csd.runner import ModelRunner
@@ -55,10 +55,10 @@ class Setup:
 
     def engine(self, target) -> Engine:
         if self.levels == "sampled":
-            drafters = [ModelDrafter("big", ModelRunner(cut_from_target(target, 3), "big"), sample=True),
-                        ModelDrafter("small", ModelRunner(cut_from_target(target, 1), "small"), sample=True)]
+            drafters = [ModelLevel("big", ModelRunner(cut_from_target(target, 3), "big"), sample=True),
+                        ModelLevel("small", ModelRunner(cut_from_target(target, 1), "small"), sample=True)]
         else:
-            drafters = [ModelDrafter("big", ModelRunner(cut_from_target(target, 3), "big")), MaGDrafter(None)]
+            drafters = [ModelLevel("big", ModelRunner(cut_from_target(target, 3), "big")), MaGDrafter(None)]
         k_matrix = [list(row) for row in self.k_matrix]
         return Engine.assemble(ModelRunner(target, "target"), drafters, k_matrix, StubTokenizer())
 

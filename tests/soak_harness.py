@@ -17,7 +17,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from helpers import StubTokenizer
-from tgi_csd.builder import share_kv_budget
+from tgi_csd.builder import ModelLevel
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.engine import Engine, Request
@@ -62,14 +62,12 @@ def arrivals(requests: int, steps: int, seed: int) -> list[tuple[int, Request]]:
 
 
 def csd_engine(target, drafter_kv_mb: float | None, target_kv_mb: float | None) -> Engine:
-    drafters = [ModelDrafter("half", ModelRunner(cut_from_target(target, 2), "half")),
-                ModelDrafter("quarter", ModelRunner(cut_from_target(target, 1), "quarter")),
-                MaGDrafter(None)]
-    if drafter_kv_mb is not None:
-        share_kv_budget(drafters, drafter_kv_mb)
+    levels = [ModelLevel("half", ModelRunner(cut_from_target(target, 2), "half")),
+              ModelLevel("quarter", ModelRunner(cut_from_target(target, 1), "quarter")),
+              MaGDrafter(None)]
     budget = None if target_kv_mb is None else int(target_kv_mb * 2**20)
-    return Engine.assemble(ModelRunner(target, "target"), drafters, [[2, 1, 2], [0, 2, 1], [0, 0, 2]],
-                           StubTokenizer(), kv_budget_bytes=budget)
+    return Engine.assemble(ModelRunner(target, "target"), levels, [[2, 1, 2], [0, 2, 1], [0, 0, 2]],
+                           StubTokenizer(), kv_budget_bytes=budget, drafter_kv_budget_mb=drafter_kv_mb)
 
 
 def plain_engine(target, target_kv_mb: float | None) -> Engine:

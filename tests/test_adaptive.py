@@ -8,6 +8,7 @@ import torch
 from helpers import FakeClock, StubTokenizer, build_engine
 from tgi_csd import clock
 from tgi_csd.adaptive import KController, PositionAcceptance, SizeCost
+from tgi_csd.builder import ModelLevel
 from tgi_csd.config import AdaptiveSettings, parse_config
 from tgi_csd.drafters.base import Drafter, Proposal
 from tgi_csd.drafters.mag import MaGDrafter
@@ -210,13 +211,9 @@ def test_useless_drafter_is_switched_off_and_outputs_stay_exact(target):
 
 @pytest.mark.parametrize("layout", ["mag", "csd"])
 def test_adaptive_engines_equal_the_target_alone(target, layout):
-    engine = build_engine(target, layout)
-    for row in [engine.top, *[d.below for d in engine.drafters if isinstance(d, ModelDrafter)]]:
-        from tgi_csd.builder import _steer
-
-        cost = engine.target.cost if row is engine.top else next(
-            d.runner.cost for d in engine.drafters if isinstance(d, ModelDrafter) and d.below is row)
-        _steer(row, cost, AdaptiveSettings(warmup_steps=1, hold_steps=1, probe_every=3), None)
+    engine = build_engine(target, layout, adaptive=AdaptiveSettings(warmup_steps=1, hold_steps=1, probe_every=3))
+    rows = [engine.top, *[d.below for d in engine.drafters if isinstance(d, ModelDrafter)]]
+    assert all(row.controller is not None for row in rows)
     results = engine.generate([Request(prompt_ids=p, max_new_tokens=24) for p in PROMPTS])
     for prompt, result in zip(PROMPTS, results):
         agreement, position = compare(result.token_ids, reference_generate(target, prompt, 24, None), TOLERANCE)
@@ -228,9 +225,9 @@ def test_drafter_cache_is_consistent_when_speculation_resumes(target):
     """Off for a stretch (the drafter is not called), then on: the drafter's proposals are again
     exactly its own greedy continuation, so its KV cache caught up with the history."""
     draft_model = cut_from_target(target, 2)
-    drafter = ModelDrafter("d2", ModelRunner(draft_model, "d2"))
-    engine = Engine.assemble(ModelRunner(target, "target"), [drafter, MaGDrafter(None)], [[3, 0], [0, 2]],
-                             StubTokenizer(None))
+    engine = Engine.assemble(ModelRunner(target, "target"), [ModelLevel("d2", ModelRunner(draft_model, "d2")),
+                                                              MaGDrafter(None)], [[3, 0], [0, 2]], StubTokenizer(None))
+    drafter = engine.drafters[0]
     schedule = iter([[3, 0]] * 3 + [[0, 0]] * 6 + [[3, 0]] * 100)
 
     class Scripted:

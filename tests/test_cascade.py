@@ -1,7 +1,7 @@
 """The horizontal cascade: segments fill positions left to right; a leading drafter takes the whole draft."""
 
-from tgi_csd.cascade import HorizontalCascade
 from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
+from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.sampling import SamplingParams
 from tgi_csd.stats import EngineStats

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from helpers import StubTokenizer, build_engine, tiny_llama
-from tgi_csd.builder import build_drafters, share_kv_budget
+from tgi_csd.builder import DrafterAssets, build_session, share_kv_budget
 from tgi_csd.config import parse_config
 from tgi_csd.drafters.base import RowInfo
-from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.engine import Engine, Request
 from tgi_csd.errors import ConfigError
@@ -34,8 +33,14 @@ LONG = 600  # a prompt that alone needs more positions than the budget holds
 def budgeted_csd(target, budget_mb: float) -> Engine:
     """The 'csd' layout of `helpers.build_engine`, its model drafters sharing `budget_mb`."""
     config = parse_config({**CONFIG, "drafter_kv_budget_mb": budget_mb})
-    drafters = build_drafters(config.drafters, target, StubTokenizer(), "float32", 64, config.drafter_kv_budget_mb)
-    return Engine.assemble(ModelRunner(target, "target"), drafters, config.k_matrix, StubTokenizer())
+    return config_engine(target, config)
+
+
+def config_engine(target, config) -> Engine:
+    """`config`'s engine over `target`, built as `Engine.from_config` builds one."""
+    assets = DrafterAssets.load(config.drafters, target, StubTokenizer(), "float32", 64)
+    runner = ModelRunner(target, "target")
+    return Engine(runner, build_session(config, assets, 64, target_cost=runner.cost), StubTokenizer())
 
 
 def checked_forwards(runner: ModelRunner, peaks: list[int]) -> None:
@@ -156,16 +161,15 @@ def test_non_positive_budget_is_one_error_naming_the_field(budget):
 def test_no_budget_keeps_the_unbounded_cache(target):
     config = parse_config(CONFIG)
     assert config.drafter_kv_budget_mb is None
-    drafters = build_drafters(config.drafters, target, StubTokenizer(), "float32", 64, config.drafter_kv_budget_mb)
-    caches = [d.runner.cache for d in drafters if isinstance(d, ModelDrafter)]
+    caches = [d.runner.cache for d in config_engine(target, config).drafters if isinstance(d, ModelDrafter)]
     assert [type(c) for c in caches] == [RaggedKVCache, RaggedKVCache]
     assert caches[0].reserve([0, 1], [10**6, 10**6]) == [True, True]
 
 
 def test_budget_split_gives_equal_positions():
-    drafters = [ModelDrafter(f"d{n}", ModelRunner(tiny_llama(layers=n), f"d{n}")) for n in (4, 2, 1)]
-    share_kv_budget([*drafters, MaGDrafter(None)], 1.0)
-    caches = [d.runner.cache for d in drafters]
+    runners = [ModelRunner(tiny_llama(layers=n), f"d{n}") for n in (4, 2, 1)]
+    share_kv_budget(runners, 1.0)
+    caches = [r.cache for r in runners]
     assert sum(c.budget_bytes for c in caches) <= 2**20
     positions = [c.positions for c in caches]
     assert max(positions) - min(positions) <= 1 and positions[0] > 0

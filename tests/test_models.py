@@ -5,10 +5,11 @@ import torch
 import yaml
 
 from helpers import save_tiny_model_dir, tiny_llama
+from tgi_csd.adapters import apply_adapter
 from tgi_csd.config import parse_config
 from tgi_csd.engine import Engine, Request
 from tgi_csd.errors import ConfigError
-from tgi_csd.models import apply_adapter, cut_from_target, resolve_model
+from tgi_csd.models import cut_from_target, resolve_model
 
 
 def test_cut_shares_weights_and_runs_the_first_layers():

@@ -271,10 +271,10 @@ def test_csd_state_follows_requests_through_filter_concatenate_clear(tmp_path, t
     merged = {**hist, **{r: grow(h, r) for r, h in other.items()}}
     out = active.propose(1, list(merged), list(merged.values()), [1, 1, 1, 1])
     assert out.tolist() == [fresh(merged[r]) for r in merged]
-    assert sorted(active.strategy.rows) == [10, 12, 20, 21]
+    assert sorted(active.strategy.session.ids) == [10, 12, 20, 21]
     active.clear_cache(1)
-    assert active.strategy.rows == [] and active.strategy.histories == []
-    for drafter in active.strategy.drafters:
+    assert active.strategy.session.ids == [] and active.strategy.session.histories == []
+    for drafter in active.strategy.session.drafters:
         if hasattr(drafter, "runner"):
             assert drafter.runner.cached == []
         if hasattr(drafter, "indexes"):
@@ -283,7 +283,7 @@ def test_csd_state_follows_requests_through_filter_concatenate_clear(tmp_path, t
 
 def test_csd_default_config_is_mag_with_k_equal_S(tmp_path):
     from helpers import StubTokenizer
-    from tgi_csd.plugin.cascade_builder import default_config
+    from tgi_csd.plugin.strategies.csd import default_config
 
     config = default_config(5)
     assert [d.type for d in config.drafters] == ["mag"] and config.k_matrix == [[5]]
@@ -373,17 +373,17 @@ def test_seam_tracks_histories_from_the_batch():
     batch.input_lengths_tensor = torch.tensor([len(p) for p in prompts])
     one = torch.ones(2, dtype=torch.long)
     out = seam.propose(batch, one, torch.tensor([9, 5]), torch.tensor([0, 1, 2]), prefill=True)
-    assert seam.histories == {100: first[0], 101: first[1]}
+    assert seam.active.history(100) == first[0] and seam.active.history(101) == first[1]
     assert out.tolist() == [ngram_proposal(first[0], 1, 2), ngram_proposal(first[1], 1, 2)]
     # decode: request 100 accepted 2 tokens, request 101 accepted 1
     rows = [[*first[0], 2, 3], [*first[1], 6]]
     batch = fake_batch(3, rows, [len(h) for h in first])
     accepted = torch.tensor([2, 1])
     out = seam.propose(batch, accepted, torch.tensor([2, 3, 6]), torch.tensor([0, 2, 3]), prefill=False)
-    assert seam.histories == {100: rows[0], 101: rows[1]}
+    assert seam.active.history(100) == rows[0] and seam.active.history(101) == rows[1]
     assert out.tolist() == [ngram_proposal(rows[0], 2, 2), ngram_proposal(rows[1], 1, 2)]
     batch.requests = batch.requests[1:]
     seam.filter(batch)
-    assert list(seam.histories) == [101]
+    assert seam.active.live_requests == [101]
     seam.clear_cache(None)
-    assert seam.histories == {} and seam.active.live_requests == []
+    assert seam.active.live_requests == []

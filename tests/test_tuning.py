@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from helpers import tiny_cascade_config
 from tgi_csd.bench.ksweep import label
+from tgi_csd.bench.tuning import MAX_DEFAULT_POINTS, default_cells, entry_values
 from tgi_csd.cli import app
 from tgi_csd.config import parse_config
-from tgi_csd.tuning import MAX_DEFAULT_POINTS, default_cells, entry_values
 
 runner = CliRunner()
 

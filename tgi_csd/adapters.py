@@ -1,7 +1,8 @@
-"""Draft adapters: metadata binding an adapter to the target it was distilled for, and reduced draft heads."""
+"""Draft adapters: applying a peft LoRA adapter, the metadata binding it to its target, reduced draft heads."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -12,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from tgi_csd.drafters.bigram import tokenizer_fingerprint
 from tgi_csd.errors import ConfigError, reading
+from tgi_csd.models import share_weights, tokenizer_fingerprint
 
 METADATA_FILE = "tgi_csd_adapter.json"
 VOCAB_FILE = "draft_vocab.safetensors"
@@ -119,3 +120,42 @@ def load_vocab(folder: Path, vocab_size: int) -> torch.Tensor | None:
         if int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab_size:
             raise ValueError(f"token ids outside the target's vocabulary [0, {vocab_size})")
     return token_ids
+
+
+def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str | None = None,
+                  from_target_layers: int | None = None, merge: bool = True) -> PreTrainedModel:
+    """A peft LoRA adapter on `model`, which itself is never modified.
+
+    `merge`: folded into a private copy of the weights (fastest forward). Otherwise kept unmerged on
+    a `share_weights` view, so drafters that share one base (the target's layers, or one loaded
+    model) each add only their LoRA weights. With `target_fingerprint`, an adapter whose tgi-csd
+    metadata names another target or draft shape is refused; a reduced draft vocabulary saved with
+    the adapter replaces the LM head.
+    """
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter: {folder} is not a peft adapter folder (no adapter_config.json)")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"adapter: {folder} has no adapter_model.safetensors; save it with safe_serialization")
+    if target_fingerprint is not None:
+        check_adapter(folder, target_fingerprint, from_target_layers)
+    fix = "distill the adapter again with `tgi-csd distill` (or copy it whole)"
+    with reading("adapter", folder / "adapter_config.json", fix):
+        json.loads((folder / "adapter_config.json").read_text())
+    with reading("adapter", weights, fix):
+        load_file(str(weights))  # reads every tensor: a truncated file fails here, by name
+    from peft import PeftModel
+
+    try:
+        if merge:
+            adapted = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
+        else:
+            adapted = PeftModel.from_pretrained(share_weights(model), str(folder)).get_base_model()
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ConfigError(f"adapter: {folder} does not fit this drafter ({error}); check its rank and "
+                          "target modules, or distill it for this draft") from None
+    vocab = load_vocab(folder, model.get_output_embeddings().weight.shape[0])
+    if vocab is not None:
+        restrict_head(adapted, vocab)
+    return adapted.eval()

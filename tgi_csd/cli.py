@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 
 from tgi_csd.bench.cli import bench_command
+from tgi_csd.bench.tuning import tune_command
+from tgi_csd.cli_errors import fail
 from tgi_csd.distill.cli import distill_command
 from tgi_csd.errors import ConfigError
 from tgi_csd.patching import patch_command
-from tgi_csd.tuning import tune_command
 
 app = typer.Typer(help="Cascade Speculative Drafting for text-generation-inference.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -29,11 +30,6 @@ app.command("patch")(patch_command)
 app.command("bench")(bench_command)
 app.command("distill")(distill_command)
 app.command("tune")(tune_command)
-
-
-def _fail(error: ConfigError) -> None:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -76,7 +72,7 @@ def generate(
         request = Request(prompt_ids=ids, max_new_tokens=max_new_tokens, params=params, stop=stop or [])
         result = engine.generate([request])[0]
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
     stats = engine.report()
     if as_json:
@@ -110,7 +106,7 @@ def models_fetch(name: str) -> None:
     try:
         typer.echo(fetch_model(name))
     except ConfigError as error:
-        _fail(error)
+        fail(error)
 
 
 @bigram_app.command("build")
@@ -136,7 +132,7 @@ def bigram_build(
         table = BigramTable.build(tok, texts, len(tok))
         table.save(out)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     typer.echo(f"wrote {out} ({table.vocab_size} entries)")
 
 
@@ -158,7 +154,7 @@ def adapter_bind(
         adapters.write_metadata(adapter, adapters.AdapterMetadata(target=fingerprint,
                                                                   from_target_layers=from_target_layers))
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     typer.echo(f"bound {adapter} to {target} ({fingerprint})")
 
 
@@ -182,7 +178,7 @@ def config_validate(path: Path) -> None:
     try:
         config = load_config(path)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     typer.echo(f"ok: {len(config.drafters)} drafters, k_matrix {config.k_matrix}")
 
 

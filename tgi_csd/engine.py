@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from tgi_csd import clock
-from tgi_csd.builder import build_drafters, wire_cascade
-from tgi_csd.cascade import Draft, HorizontalCascade
+from tgi_csd.builder import DrafterAssets, Level, build_session, compose
 from tgi_csd.config import AdaptiveSettings, CascadeConfig
-from tgi_csd.drafters.base import Drafter, RowInfo
-from tgi_csd.drafters.model import ModelDrafter
+from tgi_csd.drafters.base import Drafter
+from tgi_csd.drafters.cascade import Draft, HorizontalCascade
+from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import RequestError
 from tgi_csd.runner import ModelRunner
 from tgi_csd.sampling import SamplingParams, UniformStream
@@ -70,19 +70,29 @@ class Engine:
     sequence, stay within it.
     """
 
-    def __init__(self, target: ModelRunner, top: HorizontalCascade, drafters: list[Drafter],
-                 tokenizer, stats: EngineStats, kv_budget_bytes: int | None = None) -> None:
+    def __init__(self, target: ModelRunner, session: DraftingSession, tokenizer,
+                 kv_budget_bytes: int | None = None) -> None:
         self.target = target
-        self.top = top
-        self.drafters = drafters
+        self.session = session
         self.tokenizer = tokenizer
-        self.stats = stats
         self.kv_budget_bytes = kv_budget_bytes
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.waiting: list[_Sequence] = []
         self.running: list[_Sequence] = []
         self._admitted_last = False
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.session.stats
+
+    @property
+    def drafters(self) -> list[Drafter]:
+        return self.session.drafters
+
+    @property
+    def top(self) -> HorizontalCascade:
+        return self.session.top
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -93,22 +103,20 @@ class Engine:
         tokenizer = models.load_tokenizer(target_dir)
         target_model = models.load_model(target_dir, config.target.dtype)
         vocab = target_model.get_output_embeddings().weight.shape[0]
-        drafters = build_drafters(config.drafters, target_model, tokenizer, config.target.dtype, vocab,
-                                  kv_budget_mb=config.drafter_kv_budget_mb, cpu_kernel=config.cpu_kernel)
+        assets = DrafterAssets.load(config.drafters, target_model, tokenizer, config.target.dtype, vocab)
         target = ModelRunner(target_model, "target", config.cpu_kernel)
         budget = None if config.target_kv_budget_mb is None else int(config.target_kv_budget_mb * 2**20)
-        return cls.assemble(target, drafters, config.k_matrix, tokenizer, adaptive=config.adaptive,
-                            kv_budget_bytes=budget)
+        return cls(target, build_session(config, assets, vocab, target_cost=target.cost), tokenizer, budget)
 
     @classmethod
-    def assemble(cls, target: ModelRunner, drafters: list[Drafter], k_matrix: list[list[int]],
-                 tokenizer, stats: EngineStats | None = None, adaptive: AdaptiveSettings | None = None,
-                 kv_budget_bytes: int | None = None) -> Engine:
-        """Wire the cascade: row 0 of the k-matrix drafts for the target, row r for model drafter r;
-        with `adaptive`, the k-matrix's entries are bounds and controllers choose per step."""
-        stats = stats or EngineStats()
-        top = wire_cascade(drafters, k_matrix, stats, adaptive, target.cost, target.vocab_size)
-        return cls(target, top, drafters, tokenizer, stats, kv_budget_bytes)
+    def assemble(cls, target: ModelRunner, levels: list[Level], k_matrix: list[list[int]], tokenizer, *,
+                 adaptive: AdaptiveSettings | None = None, kv_budget_bytes: int | None = None,
+                 drafter_kv_budget_mb: float | None = None) -> Engine:
+        """An engine over drafters composed in code (`builder.compose`): row 0 of the k-matrix drafts for
+        the target, row r for model level r; with `adaptive`, the entries are bounds and controllers choose."""
+        session = compose(levels, k_matrix, target.vocab_size, adaptive=adaptive, target_cost=target.cost,
+                          kv_budget_mb=drafter_kv_budget_mb)
+        return cls(target, session, tokenizer, kv_budget_bytes)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -170,7 +178,7 @@ class Engine:
         if not self._admitted_last and self.running:
             self._speculate()
         results = self._retire()
-        self._track_drafter_memory()
+        self.session.track_memory()
         self.stats.steps += 1
         self.stats.step_seconds += clock.now() - start
         return results
@@ -217,33 +225,22 @@ class Engine:
         verdict = self._verify(logits, empty, new)
         for seq, tokens in zip(new, verdict.tokens):
             self._append(seq, tokens)
-        infos = [RowInfo(s.tokens, s.request.params) for s in new]
-        for drafter in self.drafters:
-            drafter.add_rows(infos)
-        self._commit()
+        self.target.commit([s.tokens for s in self.running])
+        self.session.add([s.request.id for s in new], [s.tokens for s in new], [s.request.params for s in new])
         return count
 
     def _speculate(self) -> None:
-        rows = list(range(len(self.running)))
-        seqs = [TokenSeq(s.tokens) for s in self.running]
-        limits = [min(self.top.max_tokens, s.remaining - 1) for s in self.running]
-        draft = self.top.propose(rows, seqs, limits)
-        if not any(self.top.sizes):
-            self.stats.speculation_off_steps += 1
-        logits = self.target.forward(
-            rows, [seq.extended(d) for seq, d in zip(seqs, draft.tokens)], [len(d) + 1 for d in draft.tokens]
-        )
+        ids = [s.request.id for s in self.running]
+        limits = [min(self.session.max_tokens, s.remaining - 1) for s in self.running]
+        draft = self.session.propose(ids, limits)
+        seqs = [TokenSeq(s.tokens, d) for s, d in zip(self.running, draft.tokens)]
+        logits = self.target.forward(list(range(len(ids))), seqs, [len(d) + 1 for d in draft.tokens])
         verdict = self._verify(logits, draft, self.running)
-        self.top.record(draft, verdict.accepted)
+        self.session.settle(ids, verdict.accepted)
         for seq, tokens in zip(self.running, verdict.tokens):
             self._append(seq, tokens)
-        self._commit()
-
-    def _commit(self) -> None:
-        histories = [s.tokens for s in self.running]
-        self.target.commit(histories)
-        for drafter in self.drafters:
-            drafter.commit(histories)
+        self.target.commit([s.tokens for s in self.running])
+        self.session.commit()
 
     def _append(self, seq: _Sequence, tokens: list[int]) -> None:
         """Append target-chosen tokens one by one, stopping at EOS, the length limit or a stop string."""
@@ -273,22 +270,12 @@ class Engine:
             return []
         done = [s for s in self.running if s.finish_reason is not None]
         self.target.keep_rows(keep)
-        for drafter in self.drafters:
-            drafter.keep_rows(keep)
+        self.session.drop([s.request.id for s in done])
         self.running = [self.running[i] for i in keep]
         return [
             Result(s.request.id, s.request.prompt_ids, s.tokens[len(s.request.prompt_ids):], s.finish_reason)
             for s in done
         ]
-
-    def _track_drafter_memory(self) -> None:
-        """Drafter KV bytes after the step, and the largest seen after any step."""
-        for drafter in self.drafters:
-            if isinstance(drafter, ModelDrafter):
-                nbytes = drafter.runner.cache.nbytes
-                self.stats.drafter_kv_bytes[drafter.name] = nbytes
-                peak = self.stats.drafter_kv_peak_bytes.get(drafter.name, 0)
-                self.stats.drafter_kv_peak_bytes[drafter.name] = max(peak, nbytes)
 
     # -- reporting -------------------------------------------------------------------------------
     def report(self) -> dict:
@@ -299,8 +286,4 @@ class Engine:
         """`self.stats` with model-forward counts and times copied from the runners."""
         self.stats.target_forwards = self.target.forwards
         self.stats.target_seconds = self.target.forward_seconds
-        for drafter in self.drafters:
-            if isinstance(drafter, ModelDrafter):
-                self.stats.drafter_forwards[drafter.name] = drafter.runner.forwards
-                self.stats.drafter_seconds[drafter.name] = drafter.runner.forward_seconds
-        return self.stats
+        return self.session.refresh_stats()

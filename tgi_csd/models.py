@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,10 @@ from pathlib import Path
 import torch
 import transformers
 from packaging.version import Version
-from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from tgi_csd.drafters.bigram import BigramTable, tokenizer_fingerprint
-from tgi_csd.errors import ConfigError, reading
+from tgi_csd.errors import ConfigError
 
 CACHE_ENV = "TGI_CSD_CACHE"
 # transformers renamed `torch_dtype` to `dtype` in 4.56; TGI 3.3.7 pins 4.51.
@@ -134,6 +132,13 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary: tables, drafters and adapters made for one tokenizer are never used
+    with another."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
 def cut_from_target(target: PreTrainedModel, layers: int) -> PreTrainedModel:
     """A draft made of the target's first `layers` layers, its final norm and head (weights shared)."""
     total = target.config.num_hidden_layers
@@ -166,67 +171,3 @@ def share_weights(model: PreTrainedModel) -> PreTrainedModel:
     """
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     return copy.deepcopy(model, memo)
-
-
-def apply_adapter(model: PreTrainedModel, adapter: str, target_fingerprint: str | None = None,
-                  from_target_layers: int | None = None, merge: bool = True) -> PreTrainedModel:
-    """A peft LoRA adapter on `model`, which itself is never modified.
-
-    `merge`: folded into a private copy of the weights (fastest forward). Otherwise kept unmerged on
-    a `share_weights` view, so drafters that share one base (the target's layers, or one loaded
-    model) each add only their LoRA weights. With `target_fingerprint`, an adapter whose tgi-csd
-    metadata names another target or draft shape is refused; a reduced draft vocabulary saved with
-    the adapter replaces the LM head.
-    """
-    from tgi_csd import adapters
-
-    folder = Path(adapter).expanduser()
-    if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"adapter: {folder} is not a peft adapter folder (no adapter_config.json)")
-    weights = folder / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"adapter: {folder} has no adapter_model.safetensors; save it with safe_serialization")
-    if target_fingerprint is not None:
-        adapters.check_adapter(folder, target_fingerprint, from_target_layers)
-    fix = "distill the adapter again with `tgi-csd distill` (or copy it whole)"
-    with reading("adapter", folder / "adapter_config.json", fix):
-        json.loads((folder / "adapter_config.json").read_text())
-    with reading("adapter", weights, fix):
-        load_safetensors(str(weights))  # reads every tensor: a truncated file fails here, by name
-    from peft import PeftModel
-
-    try:
-        if merge:
-            adapted = PeftModel.from_pretrained(copy.deepcopy(model), str(folder)).merge_and_unload()
-        else:
-            adapted = PeftModel.from_pretrained(share_weights(model), str(folder)).get_base_model()
-    except (ValueError, RuntimeError, KeyError) as error:
-        raise ConfigError(f"adapter: {folder} does not fit this drafter ({error}); check its rank and "
-                          "target modules, or distill it for this draft") from None
-    vocab = adapters.load_vocab(folder, model.get_output_embeddings().weight.shape[0])
-    if vocab is not None:
-        adapters.restrict_head(adapted, vocab)
-    return adapted.eval()
-
-
-def stdlib_corpus(max_bytes: int = 4_000_000) -> list[str]:
-    """Python standard-library sources (PSF licence): the default code corpus for bigram tables."""
-    texts, total = [], 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        text = path.read_text(errors="ignore")
-        texts.append(text)
-        total += len(text)
-        if total >= max_bytes:
-            break
-    return texts
-
-
-def default_bigram(tokenizer, vocab_size: int) -> BigramTable:
-    """The bigram table for this tokenizer, built from `stdlib_corpus` once and cached."""
-    path = cache_dir() / "bigram" / f"{tokenizer_fingerprint(tokenizer)}-{vocab_size}.safetensors"
-    if path.is_file():
-        return BigramTable.load(path, tokenizer)
-    with console().status(f"Building the default bigram table into {path} (once)"):
-        table = BigramTable.build(tokenizer, stdlib_corpus(), vocab_size)
-        table.save(path)
-    return table

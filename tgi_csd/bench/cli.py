@@ -41,7 +41,7 @@ def bench_command(
 ) -> None:
     """Benchmark tokens/s against plain decoding, transformers' assisted generation and prompt lookup,
     TGI's n-gram rule and single-draft speculation, on the same prompts, interleaved over repeats."""
-    from tgi_csd.cli import _fail
+    from tgi_csd.cli_errors import fail
 
     try:
         checked = plan(config=config, prompts=prompts, limit=limit, max_new_tokens=max_new_tokens, repeats=repeats,
@@ -49,7 +49,7 @@ def bench_command(
                        single_drafter=single_drafter, leniency=leniency, k_sweep=k_sweep, tolerance=tolerance, out=out)
         mismatches = measure(checked)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     if mismatches:
         typer.secho(f"MISMATCH: {mismatches} outputs differ from the target alone; see {out / 'results.md'}",
                     fg="red", bold=True, err=True)
@@ -81,7 +81,7 @@ def measure(checked: Plan) -> int:
     entries = [*build_methods(checked.methods, models, checked.ks, checked.single_drafter, checked.leniency),
                *(EngineMethod(label(p.k_matrix), models, p) for p in checked.points or [])]
     methods = [e for e in entries if not isinstance(e, NotApplicable)]
-    costs = relative_costs(models.target, models.drafter_models)
+    costs = relative_costs(models.target, models.assets.models)
     prompt_ids = [models.encode(t) for t in checked.prompts]
     refs = runner.references(models, prompt_ids, settings["max_new_tokens"], console)
     measurements = runner.run_interleaved(methods, prompt_ids, refs, checked.batch_sizes, settings["repeats"],

@@ -234,9 +234,9 @@ def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], sin
     config = models.config
     default_k = sum(config.k_matrix[0]) or 4
     specs = config.model_drafters
-    if single_drafter is not None and single_drafter not in models.drafter_models:
+    if single_drafter is not None and single_drafter not in models.assets.models:
         raise ConfigError(f"--single-drafter: no model drafter {single_drafter!r} in the config; "
-                          f"model drafters: {', '.join(models.drafter_models) or 'none'}")
+                          f"model drafters: {', '.join(models.assets.models) or 'none'}")
     single = next((s for s in specs if s.name == single_drafter), specs[0] if specs else None)
     mag = next((d for d in config.drafters if isinstance(d, MaGSpec)), MaGSpec(type="mag"))
 
@@ -259,7 +259,7 @@ def build_methods(names: list[str], models: BenchModels, ks: dict[str, int], sin
         if single is None:
             return NotApplicable(name, "no model drafter in the config")
         if name == "hf-assisted":
-            return HFGenerate(name, models, ks.get(name), assistant=(single.name, models.drafter_models[single.name]))
+            return HFGenerate(name, models, ks.get(name), assistant=(single.name, models.assets.models[single.name]))
         if name == "sd":
             return EngineMethod(name, models, derive(config, name, [single], [[k], [0]]))
         # csd-lenient

@@ -219,13 +219,13 @@ def tune_command(
     out: Annotated[Path, typer.Option(help="the tuned config (YAML)")] = Path("tuned.yaml"),
 ) -> None:
     """Measure static k-matrices offline and write the fastest exact one into a copy of the config."""
-    from tgi_csd.cli import _fail
+    from tgi_csd.cli_errors import fail
 
     try:
         checked = plan(config=config, prompts=prompts, grid=grid, limit=limit, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, repeats=repeats, tolerance=tolerance, threads=threads, out=out)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     import torch
     from rich.console import Console
 
@@ -238,7 +238,7 @@ def tune_command(
     try:
         ranked = measure(checked, console)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     stdout = Console()
     if not stdout.is_terminal:
         stdout.width = 160

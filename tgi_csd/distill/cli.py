@@ -42,7 +42,7 @@ def distill_command(
     import torch
     from pydantic import ValidationError
 
-    from tgi_csd.cli import _fail
+    from tgi_csd.cli_errors import fail
     from tgi_csd.distill import pipeline
     from tgi_csd.distill.train import DistillSettings
 
@@ -67,6 +67,6 @@ def distill_command(
             raise ConfigError("--device: CUDA is not available here; use --device cpu")
         report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device))
     except ConfigError as error:
-        _fail(error)
+        fail(error)
     typer.echo(json.dumps({k: report[k] for k in ("before", "after", "wall_seconds", "peak_rss_mb")}))
     typer.echo(f"adapter written to {out}")

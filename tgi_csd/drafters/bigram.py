@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import sysconfig
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,12 +12,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from tgi_csd.errors import ConfigError, reading
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A short hash of the vocabulary, so a table is never used with another tokenizer."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+from tgi_csd.models import cache_dir, console, tokenizer_fingerprint
 
 
 class BigramTable:
@@ -96,3 +90,26 @@ class BigramTable:
                 "`tgi-csd bigram build --tokenizer <target dir>`"
             )
         return table
+
+
+def stdlib_corpus(max_bytes: int = 4_000_000) -> list[str]:
+    """Python standard-library sources (PSF licence): the default code corpus for bigram tables."""
+    texts, total = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(errors="ignore")
+        texts.append(text)
+        total += len(text)
+        if total >= max_bytes:
+            break
+    return texts
+
+
+def default_bigram(tokenizer, vocab_size: int) -> BigramTable:
+    """The bigram table for this tokenizer, built from `stdlib_corpus` once and cached."""
+    path = cache_dir() / "bigram" / f"{tokenizer_fingerprint(tokenizer)}-{vocab_size}.safetensors"
+    if path.is_file():
+        return BigramTable.load(path, tokenizer)
+    with console().status(f"Building the default bigram table into {path} (once)"):
+        table = BigramTable.build(tokenizer, stdlib_corpus(), vocab_size)
+        table.save(path)
+    return table

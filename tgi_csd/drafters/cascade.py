@@ -1,4 +1,7 @@
-"""The horizontal cascade: one reviewer's draft, filled left to right by successively cheaper drafters."""
+"""The horizontal cascade: one reviewer's draft, filled left to right by successively cheaper drafters.
+
+It composes drafters (`drafters/base.py`); a model drafter drafts for itself with the cascade below it.
+"""
 
 from __future__ import annotations
 

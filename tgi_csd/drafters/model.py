@@ -6,8 +6,8 @@ import zlib
 
 import torch
 
-from tgi_csd.cascade import Draft, HorizontalCascade
 from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
+from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.runner import ModelRunner
 from tgi_csd.sampling import SamplingParams
 from tgi_csd.tokens import TokenSeq
@@ -29,16 +29,16 @@ class ModelDrafter(Drafter):
 
     neural = True
 
-    def __init__(self, name: str, runner: ModelRunner, leniency: float | None = None,
-                 sample: bool = False, min_confidence: float | None = None) -> None:
+    def __init__(self, name: str, runner: ModelRunner, below: HorizontalCascade | None = None,
+                 leniency: float | None = None, sample: bool = False, min_confidence: float | None = None) -> None:
         if min_confidence is not None and (leniency is not None or sample):
             raise ValueError("min_confidence applies to greedy drafting only")
         self.name = name
         self.runner = runner
+        self.below = below
         self.leniency = leniency
         self.sample = sample
         self.min_confidence = min_confidence
-        self.below: HorizontalCascade | None = None
         self.params: list[SamplingParams] = []
         self.generators: list[torch.Generator] = []
 

@@ -2,14 +2,15 @@
 
 `StrategyManager` finds strategies by entry point (group `tgi_speculation`: built-in ones and
 third parties' alike) and creates one. The `ActiveStrategy` it returns turns TGI's batch events
-into the hooks of `tgi_csd.plugin.hookspecs`, keeps track of which request is in which batch
-(so `filter` and `clear_cache` can name the requests that left), and shapes every proposal into
-exactly `[B, S]`.
+into the hooks of `tgi_csd.plugin.hookspecs`, holds the host's view of every live request (its
+batch, so `filter` and `clear_cache` can name the requests that left, and its token history), and
+shapes every proposal into exactly `[B, S]`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy
@@ -64,11 +65,19 @@ class StrategyManager:
         return ActiveStrategy(name, strategy, speculate, device)
 
 
+@dataclass
+class LiveRequest:
+    """The host's view of a live request: its batch, and its token history (prompt + accepted tokens)."""
+
+    batch_id: int
+    history: list[int]
+
+
 class ActiveStrategy:
     """One created strategy, driven by batch events.
 
-    Invariants: every live request is in exactly one batch of `batches`; a request is announced
-    to the strategy (`add`) once and released once (`filter` / `clear_cache`).
+    Invariants: every live request is in exactly one batch of `batches` and has one `live` entry;
+    a request is announced to the strategy (`add`) once and released once (`filter` / `clear_cache`).
     """
 
     def __init__(self, name: str, strategy: object, speculate: int, device: Any = None) -> None:
@@ -82,27 +91,32 @@ class ActiveStrategy:
         self.pm.register(strategy, name=name)
         self.hook = self.pm.hook
         self.batches: dict[int, list[int]] = {}
-        self.owner: dict[int, int] = {}  # request id -> batch id
+        self.live: dict[int, LiveRequest] = {}
         self.proposals = 0
 
     # -- membership ------------------------------------------------------------------------------
     def _set_batch(self, batch_id: int, request_ids: Sequence[int]) -> None:
         self.batches[batch_id] = list(request_ids)
         for request_id in request_ids:
-            self.owner[request_id] = batch_id
+            self.live[request_id].batch_id = batch_id
 
     def _release(self, request_ids: list[int]) -> None:
         for request_id in request_ids:
-            batch_id = self.owner.pop(request_id, None)
-            members = self.batches.get(batch_id)
+            request = self.live.pop(request_id, None)
+            members = None if request is None else self.batches.get(request.batch_id)
             if members is not None and request_id in members:
                 members.remove(request_id)
                 if not members:
-                    del self.batches[batch_id]
+                    del self.batches[request.batch_id]
 
     @property
     def live_requests(self) -> list[int]:
-        return list(self.owner)
+        return list(self.live)
+
+    def history(self, request_id: int) -> list[int] | None:
+        """A live request's token history (the list the host grows each step), or None."""
+        request = self.live.get(request_id)
+        return None if request is None else request.history
 
     # -- events ----------------------------------------------------------------------------------
     def add(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]]) -> None:
@@ -110,11 +124,13 @@ class ActiveStrategy:
         released (e.g. warmup) are released first, so their stale state is not reused."""
         stale: dict[int, list[int]] = {}
         for request_id in request_ids:
-            if request_id in self.owner:
-                stale.setdefault(self.owner[request_id], []).append(request_id)
+            if request_id in self.live:
+                stale.setdefault(self.live[request_id].batch_id, []).append(request_id)
         for old_batch, ids in stale.items():
             self._release(ids)
             self.hook.tgi_speculation_clear_cache(batch_id=old_batch, request_ids=ids)
+        for request_id, history in zip(request_ids, histories):
+            self.live[request_id] = LiveRequest(batch_id, history)
         self.hook.tgi_speculation_add(request_ids=list(request_ids), histories=list(histories))
         previous = self.batches.get(batch_id, [])
         self._set_batch(batch_id, [*previous, *request_ids])
@@ -122,7 +138,7 @@ class ActiveStrategy:
     def propose(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]],
                 accepted: Sequence[int]):
         """Exactly `[B, S]` draft ids (a torch tensor on `self.device`), or None when no row drafted."""
-        unknown = [i for i, r in enumerate(request_ids) if r not in self.owner]
+        unknown = [i for i, r in enumerate(request_ids) if r not in self.live]
         if unknown:  # never announced (the host missed a prefill): announce now
             self.add(batch_id, [request_ids[i] for i in unknown], [histories[i] for i in unknown])
         self._set_batch(batch_id, request_ids)
@@ -152,9 +168,9 @@ class ActiveStrategy:
     def clear_cache(self, batch_id: int | None = None) -> list[int]:
         """Drop one batch (or all); returns the request ids released."""
         if batch_id is None:
-            removed = list(self.owner)
+            removed = list(self.live)
             self.batches.clear()
-            self.owner.clear()
+            self.live.clear()
         else:
             removed = list(self.batches.get(batch_id, []))
             self._release(removed)

@@ -4,10 +4,10 @@ TGI's patched server (`text_generation_server/utils/speculation_strategy.py`, ad
 `patches/0001-*.patch`) calls these methods; this module is the only one in tgi-csd that knows
 TGI's `FlashCausalLMBatch` fields. Imported only when a strategy is selected.
 
-Histories: the seam keeps each live request's token history as a Python list, read once from
-`all_input_ids_tensor` right after the request's prefill, then grown by the tokens each step
+Histories: each live request's token history is a Python list the `ActiveStrategy` holds, read once
+from `all_input_ids_tensor` right after the request's prefill, then grown here by the tokens each step
 accepted. Its length is checked against TGI's (`cache_lengths + input_lengths + accepted`) every
-step; on a mismatch the row is read again from the device tensor.
+step; on a mismatch the row is read again from the device tensor. The seam itself holds no state.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 class TGISeam:
     def __init__(self, active: ActiveStrategy) -> None:
         self.active = active
-        self.histories: dict[int, list[int]] = {}
 
     @property
     def name(self) -> str:
@@ -64,14 +63,12 @@ class TGISeam:
         request_ids = [r.id for r in batch.requests]
         lengths = (batch.cache_lengths_tensor + batch.input_lengths_tensor + accepted_ids).tolist()
         accepted = accepted_ids.tolist()
-        fresh = [i for i, r in enumerate(request_ids) if prefill or r not in self.histories]
+        fresh = [i for i, r in enumerate(request_ids) if prefill or self.active.history(r) is None]
         if fresh:
             width = max(lengths[i] for i in fresh)
             rows = batch.all_input_ids_tensor[fresh, :width].tolist()
-            for slot, i in enumerate(fresh):
-                self.histories[request_ids[i]] = rows[slot][: lengths[i]]
             self.active.add(batch.batch_id, [request_ids[i] for i in fresh],
-                            [self.histories[request_ids[i]] for i in fresh])
+                            [rows[slot][: lengths[i]] for slot, i in enumerate(fresh)])
         fresh_set = set(fresh)
         if len(fresh) < len(request_ids):
             tokens = next_input_ids.tolist()
@@ -79,32 +76,24 @@ class TGISeam:
             for i, request_id in enumerate(request_ids):
                 if i in fresh_set:
                     continue
-                history = self.histories[request_id]
+                history = self.active.history(request_id)
                 if len(history) + accepted[i] == lengths[i]:
                     history.extend(tokens[cu[i]:cu[i + 1]])
                 else:  # out of step (should not happen): read the row again
                     log.warning("speculation seam: request %s history out of step; re-reading it", request_id)
                     history[:] = batch.all_input_ids_tensor[i, : lengths[i]].tolist()
-        histories = [self.histories[r] for r in request_ids]
+        histories = [self.active.history(r) for r in request_ids]
         return self.active.propose(batch.batch_id, request_ids, histories, accepted)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def _forget(self, request_ids) -> None:
-        for request_id in request_ids:
-            self.histories.pop(request_id, None)
-
     def filter(self, batch) -> None:
-        self._forget(self.active.filter(batch.batch_id, [r.id for r in batch.requests]))
+        self.active.filter(batch.batch_id, [r.id for r in batch.requests])
 
     def concatenate(self, batch_ids, batch) -> None:
         self.active.concatenate(list(batch_ids), batch.batch_id, [r.id for r in batch.requests])
 
     def clear_cache(self, batch_id: int | None) -> None:
-        removed = self.active.clear_cache(batch_id)
-        if batch_id is None:
-            self.histories.clear()
-        else:
-            self._forget(removed)
+        self.active.clear_cache(batch_id)
 
     def stats(self) -> dict:
         return self.active.stats()

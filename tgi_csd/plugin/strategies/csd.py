@@ -4,9 +4,9 @@ The shard is the target. The drafters and the cascade that drafts for it come fr
 `CascadeConfig` YAML (`--speculation-config`; its `target.model` is not loaded as a target), or,
 with no config, MaG (suffix match + the default bigram table) filling all S positions.
 
-Per-request drafter state (MaG suffix indexes, model drafters' KV caches) lives in drafter rows;
-`rows[j]` is the request id of row j. Rows are global across TGI batches, so filter and
-concatenate move no data: only the rows of requests that left are dropped.
+Per-request drafter state (MaG suffix indexes, model drafters' KV caches) lives in the drafting session's
+rows, keyed by request id. Rows are global across TGI batches, so filter and concatenate move no data:
+only the rows of requests that left are dropped.
 
 Drafts are greedy: TGI verifies by exact match of the target's own (greedy or seeded-sampled)
 choice, so a draft's probabilities are never used, and outputs do not depend on the drafts.
@@ -20,129 +20,127 @@ measured between proposals of equal batch size, is the controller's cost of veri
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from tgi_csd import clock
-from tgi_csd.cascade import Draft
+from tgi_csd.adaptive import SizeCost
+from tgi_csd.config import CascadeConfig, ModelDrafterSpec, parse_config
+from tgi_csd.drafting import DraftingSession
+from tgi_csd.errors import ConfigError
 from tgi_csd.metrics import MetricsServer, SummaryLog, serve_from_env
 from tgi_csd.plugin.hookspecs import hookimpl
-from tgi_csd.sampling import SamplingParams
-from tgi_csd.tokens import TokenSeq
 
 log = logging.getLogger(__name__)
 
 
 class CSDStrategy:
-    def __init__(self, cascade, speculate: int) -> None:
-        self.cascade = cascade
-        self.top = cascade.top
-        self.drafters = cascade.drafters
-        self.stats = cascade.stats
+    """Drives a `DraftingSession` with the shard as the target: TGI reports each step's accepted tokens at
+    the next proposal, so that is where the previous drafts are settled."""
+
+    def __init__(self, session: DraftingSession, target_cost: SizeCost, speculate: int) -> None:
+        self.session = session
+        self.stats = session.stats
+        self.target_cost = target_cost
         self.speculate = speculate
-        self.rows: list[int] = []
-        self.row_of: dict[int, int] = {}
-        self.histories: list[list[int]] = []
-        self.last: dict[int, tuple[list[int], list[str]]] = {}  # request id -> last draft (tokens, origins)
-        self.steps = 0
-        self.proposed = 0
-        self.accepted = 0
         self._last_step: tuple[int, int, float] | None = None  # rows, tokens verified, when proposed
-        self.summary = SummaryLog(lambda: self.stats, logger=log)
+        self.summary = SummaryLog(session.refresh_stats, logger=log)
         self.metrics: MetricsServer | None = None  # the Prometheus endpoint, when this shard serves it
 
-    # -- rows ------------------------------------------------------------------------------------
-    def _commit(self) -> None:
-        for drafter in self.drafters:
-            drafter.commit(self.histories)
-
-    def _drop(self, request_ids) -> None:
-        gone = {r for r in request_ids if r in self.row_of}
-        if not gone:
-            return
-        keep = [row for row, request_id in enumerate(self.rows) if request_id not in gone]
-        for drafter in self.drafters:
-            drafter.keep_rows(keep)
-        self.rows = [self.rows[row] for row in keep]
-        self.histories = [self.histories[row] for row in keep]
-        self.row_of = {request_id: row for row, request_id in enumerate(self.rows)}
-        for request_id in gone:
-            self.last.pop(request_id, None)
-
-    # -- hooks -----------------------------------------------------------------------------------
     @hookimpl
     def tgi_speculation_add(self, request_ids, histories):
-        from tgi_csd.drafters.base import RowInfo
-
-        self._drop([r for r in request_ids if r in self.row_of])
-        infos = [RowInfo(history, SamplingParams()) for history in histories]
-        for drafter in self.drafters:
-            drafter.add_rows(infos)
-        for request_id, history in zip(request_ids, histories):
-            self.row_of[request_id] = len(self.rows)
-            self.rows.append(request_id)
-            self.histories.append(history)
-        self._commit()
+        self.session.drop(request_ids)  # ids the host announces again start afresh
+        self.session.add(list(request_ids), list(histories))
 
     @hookimpl
     def tgi_speculation_propose(self, request_ids, histories, accepted, speculate):
         now = clock.now()
         if self._last_step is not None and self._last_step[0] == len(request_ids):
-            self.cascade.target_cost.observe(self._last_step[1], now - self._last_step[2])
-        rows = [self.row_of[r] for r in request_ids]
-        # Credit the previous drafts with what the target accepted (accepted = 1 + matches).
-        previous = [self.last.get(r) for r in request_ids]
-        if any(p is not None for p in previous):
-            done = [(p, min(n - 1, len(p[0]))) for p, n in zip(previous, accepted) if p is not None]
-            self.top.record(Draft([p[0] for p, _ in done], [p[1] for p, _ in done], None), [n for _, n in done])
-            self.accepted += sum(n for _, n in done)
-        for row, history in zip(rows, histories):
-            self.histories[row] = history
-        # One proposal follows each target step of this batch; `accepted` are that step's tokens.
+            self.target_cost.observe(self._last_step[1], now - self._last_step[2])
+        # `accepted` counts this step's tokens: 1 + the draft tokens the target took.
+        self.session.settle(request_ids, [n - 1 for n in accepted])
+        self.session.update(request_ids, histories)
         self.stats.steps += 1
         self.stats.target_forwards += 1
         self.stats.generated_tokens += sum(accepted)
-        self._commit()
-        draft = self.top.propose(rows, [TokenSeq(h) for h in histories], [speculate] * len(rows))
-        for request_id, tokens, origins in zip(request_ids, draft.tokens, draft.origins):
-            self.last[request_id] = (tokens, origins)
-            self.proposed += len(tokens)
-        self.steps += 1
+        self.session.commit()
+        draft = self.session.propose(request_ids, [speculate] * len(request_ids))
         drafted = any(draft.tokens)
-        if not drafted:
-            self.stats.speculation_off_steps += 1
-        self._last_step = (len(rows), len(rows) * (1 + (speculate if drafted else 0)), clock.now())
+        self._last_step = (len(request_ids), len(request_ids) * (1 + (speculate if drafted else 0)), clock.now())
         self.summary.tick()
         return draft.tokens
 
     @hookimpl
     def tgi_speculation_filter(self, removed):
-        self._drop(removed)
+        self.session.drop(removed)
 
     @hookimpl
     def tgi_speculation_clear_cache(self, batch_id, request_ids):
-        if batch_id is None:
-            self._drop(list(self.rows))
-        else:
-            self._drop(request_ids)
+        self.session.drop(list(self.session.ids) if batch_id is None else request_ids)
 
     @hookimpl
     def tgi_speculation_stats(self):
-        from tgi_csd.drafters.model import ModelDrafter
-
-        report = self.stats.as_dict()
+        report = self.session.refresh_stats().as_dict()
+        to_target = [pair for (reviewer, _), pair in self.stats.pairs.items() if reviewer == "target"]
         return {
-            "proposal_steps": self.steps,
-            "draft_tokens_proposed": self.proposed,
-            "draft_tokens_accepted": self.accepted,
-            "live_rows": len(self.rows),
+            "proposal_steps": self.stats.steps,
+            "draft_tokens_proposed": sum(p.proposed for p in to_target),
+            "draft_tokens_accepted": sum(p.accepted for p in to_target),
+            "live_rows": len(self.session.ids),
             "drafts": report["drafts"],
-            "drafter_forwards": {d.name: d.runner.forwards for d in self.drafters if isinstance(d, ModelDrafter)},
+            "drafter_forwards": report["drafter_forwards"],
         }
+
+
+def default_config(speculate: int, model: str = "shard") -> CascadeConfig:
+    """What `csd` runs without `--speculation-config`: MaG (suffix match + default bigram), k = S."""
+    return parse_config({"target": {"model": model}, "drafters": [{"type": "mag"}], "k_matrix": [[speculate]]},
+                        "default csd config")
+
+
+def resolve_target_folder(model_id: str | None, config: CascadeConfig) -> Path:
+    """A local folder with the target's safetensors: the shard's model id (a folder, or a Hub id
+    already in the local Hub cache), else the config's `target.model`."""
+    from tgi_csd import models
+
+    if model_id:
+        folder = Path(model_id).expanduser()
+        if folder.is_dir():
+            return folder
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(model_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors"]))
+        except Exception:  # not in the local Hub cache: fall back to the config
+            pass
+    return models.resolve_model(config.target.model)
+
+
+def shard_session(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id: str | None, speculate: int,
+                  dtype: str | None = None) -> tuple[DraftingSession, SizeCost]:
+    """The config's drafters for a shard (its `target.model` is not loaded as a target), and the cost the
+    adaptive top row learns the shard's step time into (TGI pads every draft to `speculate`).
+
+    `from_target_layers` drafters load an HF copy of the target (from `model_id`, the shard's own
+    weights) and keep only its first N layers + final norm + head: memory is about N/L of the target.
+    """
+    from tgi_csd import models
+    from tgi_csd.builder import DrafterAssets, build_session
+
+    if not config.drafters:
+        raise ConfigError("drafters: the csd strategy needs at least one drafter; to disable speculation drop "
+                          "--speculation-strategy")
+    dtype = dtype or config.target.dtype
+    needs_target = any(isinstance(s, ModelDrafterSpec) and s.from_target_layers is not None for s in config.drafters)
+    hf_target = models.load_model(resolve_target_folder(model_id, config), dtype) if needs_target else None
+    assets = DrafterAssets.load(config.drafters, hf_target, tokenizer, dtype, vocab_size)
+    del hf_target  # layers past the deepest cut are referenced by nothing else once this goes
+    target_cost = SizeCost()
+    return build_session(config, assets, vocab_size, target_cost=target_cost, verify_width=speculate), target_cost
 
 
 @hookimpl
 def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size):
     from tgi_csd.config import load_config
-    from tgi_csd.plugin.cascade_builder import build_cascade, default_config
 
     cascade_config = load_config(config) if config else default_config(speculate)
     row0 = sum(cascade_config.k_matrix[0])
@@ -152,12 +150,12 @@ def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size):
                     row0, speculate, speculate - row0)
     elif row0 > speculate:
         log.info("csd: k_matrix row 0 drafts %d ids; --speculate %d keeps the first %d", row0, speculate, speculate)
-    cascade = build_cascade(cascade_config, tokenizer=tokenizer, vocab_size=vocab_size, model_id=model_id,
-                            speculate=speculate)
-    log.info("csd: drafters %s, k_matrix %s%s", [d.name for d in cascade.drafters], cascade_config.k_matrix,
+    session, target_cost = shard_session(cascade_config, tokenizer=tokenizer, vocab_size=vocab_size,
+                                         model_id=model_id, speculate=speculate)
+    log.info("csd: drafters %s, k_matrix %s%s", [d.name for d in session.drafters], cascade_config.k_matrix,
              " (adaptive bounds)" if cascade_config.adaptive else "")
-    strategy = CSDStrategy(cascade, speculate)
-    strategy.metrics = serve_from_env(lambda: cascade.stats)
+    strategy = CSDStrategy(session, target_cost, speculate)
+    strategy.metrics = serve_from_env(session.refresh_stats)
     if strategy.metrics is not None:
         log.info("csd: Prometheus metrics on port %d (TGI_CSD_METRICS_PORT)", strategy.metrics.port)
     return strategy
