@@ -52,9 +52,12 @@ def test_a_live_request_id_cannot_be_reused(target):
     while engine.has_work():
         engine.step()
     engine.generate([Request(prompt_ids=[1, 2], max_new_tokens=3, id=7)])  # finished ids may come back
-    with pytest.raises(RequestError, match="id: request 8"):
+    with pytest.raises(RequestError, match=r"id: requests \[8\] appear more than once"):
         engine.generate([Request(prompt_ids=[1], max_new_tokens=2, id=8), Request(prompt_ids=[2], max_new_tokens=2,
                                                                                    id=8)])
+    with pytest.raises(RequestError, match="prompt_ids"):  # the good first request is not left queued
+        engine.generate([Request(prompt_ids=[1], max_new_tokens=2, id=9), Request(prompt_ids=[99], id=10)])
+    assert not engine.has_work()
 
 
 def test_requests_beyond_the_target_positions_are_refused():

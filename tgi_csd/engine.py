@@ -161,9 +161,19 @@ class Engine:
         return bool(self.waiting or self.running)
 
     def generate(self, requests: list[Request]) -> list[Result]:
-        """Run `requests` to completion as one continuous batch; results in request order."""
-        for request in requests:
-            self.add_request(request)
+        """Run `requests` to completion as one continuous batch; results in request order. A request refused
+        by `add_request` (or a repeated id) refuses the whole call before any of it is queued."""
+        ids = [r.id for r in requests]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise RequestError(f"id: requests {repeated} appear more than once; give each request its own id")
+        queued = len(self.waiting)
+        try:
+            for request in requests:
+                self.add_request(request)
+        except RequestError:
+            del self.waiting[queued:]
+            raise
         done: dict[int, Result] = {}
         while self.has_work():
             for result in self.step():
