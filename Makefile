@@ -18,7 +18,7 @@ $(VENV)/.installed: $(RUNNER)/.installed pyproject.toml locks/tests-current.txt 
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: venv demo test lint lock exactness adapter adapter-v8k adapter-quick
+.PHONY: venv demo test lint lock tgi serve exactness adapter adapter-v8k adapter-quick
 venv: $(VENV)/.installed
 
 demo: venv
@@ -59,6 +59,18 @@ lint: $(RUNNER)/.installed
 
 test: $(RUNNER)/.installed
 	$(RUNNER)/bin/nox -s lint tests chart integration
+
+# The patched TGI launcher and router from TGI's source archive (cached; prints the binaries' paths).
+tgi: $(RUNNER)/.installed
+	$(RUNNER)/bin/nox -s tgi
+
+# Try the product as a user would: the patched launcher with the plugin on this machine (CPU, float32).
+# CONFIG=examples/tgi-csd-distilled.yaml SPECULATE=4 PORT=8080 make serve; then curl localhost:8080/generate.
+CONFIG ?=
+SPECULATE ?= 4
+PORT ?= 8080
+serve: $(RUNNER)/.installed
+	$(RUNNER)/bin/nox -s serve -- --speculate $(SPECULATE) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 # Refresh locks/ (keeps every pin unless an input changed): `make lock`, `UPGRADE=scipy make lock`, `UPGRADE=all make lock`.
 lock: $(RUNNER)/.installed

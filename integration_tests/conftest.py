@@ -1,5 +1,8 @@
 """Launchers for the live-TGI suite, chosen by environment (each skipped with its reason when unavailable):
 
+* live — `TGI_SRC` (or `TGI_CSD_SHARD_VENV`) and the patched binaries (`make tgi`, or `TGI_CSD_TGI_BIN`): the
+  real `text-generation-launcher` starting the real router and shard (`live.py`, `test_live.py`).
+
 * local shard — `TGI_SRC` (a clean TGI v3.3.7 tree) or `TGI_CSD_SHARD_VENV` (a venv prepared by
   `integration_tests/shard/build.py`): the real patched `text-generation-server serve` on CPU, driven over
   gRPC like the router (`test_shard.py`).
@@ -10,14 +13,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 def _local_shard_reason() -> str | None:
@@ -38,6 +44,8 @@ def _local_shard_reason() -> str | None:
 def shard_env():
     reason = _local_shard_reason()
     if reason:
+        if os.environ.get("TGI_CSD_REQUIRE_LIVE"):
+            pytest.fail(f"TGI_CSD_REQUIRE_LIVE is set but {reason}")
         pytest.skip(reason)
     from transformers import AutoTokenizer
 
@@ -79,6 +87,52 @@ def shards(shard_env):
     for shard, client in started.values():
         client.close()
         shard.stop()
+
+
+# -- the live launcher -----------------------------------------------------------------------------------
+@dataclass
+class LiveEnv:
+    bin_dir: Path
+    venv: Path
+    model: Path
+    work: Path
+
+    def run_to_exit(self, name: str, **options) -> tuple[int, str]:
+        from integration_tests.live import run_to_exit
+
+        return run_to_exit(self.bin_dir, self.venv, self.model, self.work, name, **options)
+
+
+@pytest.fixture(scope="session")
+def live_env(shard_env):
+    from integration_tests.live import tgi_binaries
+
+    bin_dir = tgi_binaries()
+    if bin_dir is None:
+        if os.environ.get("TGI_CSD_REQUIRE_LIVE"):
+            pytest.fail("live: TGI_CSD_REQUIRE_LIVE is set but the patched launcher is not built (make tgi)")
+        pytest.skip("live: the patched launcher and router are not built; run `make tgi` (or set TGI_CSD_TGI_BIN)")
+    return LiveEnv(bin_dir, shard_env["venv"], shard_env["model"], shard_env["work"])
+
+
+@pytest.fixture(scope="session")
+def live_servers(live_env):
+    """`live_servers(name, speculate=…, strategy=…, config=…)`: a started launcher, reused per name."""
+    from integration_tests.live import live_server
+
+    started: dict[str, tuple] = {}
+    stack = contextlib.ExitStack()
+
+    def get(name: str, **options):
+        if name not in started:
+            if options.get("config"):
+                options["config"] = str(REPO / options["config"])
+            started[name] = stack.enter_context(live_server(live_env.bin_dir, live_env.venv, live_env.model,
+                                                            live_env.work, name, **options))
+        return started[name]
+
+    with stack:
+        yield get
 
 
 # -- HTTP launchers ------------------------------------------------------------------------------------

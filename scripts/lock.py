@@ -57,6 +57,7 @@ STACKS = [
     Stack("tests-tgi-3.3.7", extras=("dev", "bench", "tgi"), image=True),
     Stack("chart"),
     Stack("integration", extras=("dev", "bench", "tgi"), image=True),
+    Stack("shard", extras=("tgi",), image=True),
     Stack("weights", no_deps=True),
 ]
 

@@ -55,6 +55,6 @@ def test_an_unknown_drafter_spec_is_a_config_error_everywhere(tmp_path):
 def test_model_drafters_are_built_complete(tmp_path):
     """Each model drafter gets the cascade below it at construction: its own k-matrix row."""
     engine = Engine.from_config(load_config(tiny_cascade_config(tmp_path)))
-    half, mag = engine.drafters
+    half, _ = engine.drafters
     assert half.below is not None and [(d.name, k) for d, k in half.below.segments] == [("mag", 3)]
     assert [(d.name, k) for d, k in engine.top.segments] == [("half", 2), ("mag", 2)]

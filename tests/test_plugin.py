@@ -387,3 +387,11 @@ def test_seam_tracks_histories_from_the_batch():
     assert seam.active.live_requests == [101]
     seam.clear_cache(None)
     assert seam.active.live_requests == []
+
+
+def test_a_batch_with_repeated_ids_is_not_speculated_on():
+    """TGI's warmup batch gives every request id 0: the strategy never sees it, the step decodes plainly."""
+    active = active_with(None, speculate=2)
+    active.add(0, [0, 0, 0], [[1], [2], [3]])
+    assert active.propose(0, [0, 0, 0], [[1, 5], [2, 5], [3, 5]], [1, 1, 1]) is None
+    assert active.strategy.calls == [] and active.live_requests == []

@@ -65,6 +65,7 @@ def fetch_model(name: str) -> Path:
         raise ConfigError(f"model: unknown model {name!r}; known: {', '.join(REGISTRY)} (or pass a folder)")
     folder = cache_dir() / "models" / name
     if (folder / "model.safetensors").is_file():
+        _make_portable(folder)  # idempotent: also brings folders converted by earlier releases up to date
         return folder
     source = REGISTRY[name].locate()
     with console().status(f"Converting {source.name} into {folder} (once)"):
@@ -93,7 +94,9 @@ def _convert_gguf(source: Path, folder: Path) -> None:
 
 
 def _make_portable(folder: Path) -> None:
-    """Add what transformers 4.51 (TGI 3.3.7's pin) reads where 5.x writes newer keys."""
+    """Add what transformers 4.51 and TGI 3.3.7's router read where transformers 5.x writes newer keys: the
+    top-level `rope_theta` and `torch_dtype`, a tokenizer class 4.51 knows, and the chat template inside
+    `tokenizer_config.json` (5.x writes `chat_template.jinja`, which TGI's router does not read)."""
     path = folder / "config.json"
     config = json.loads(path.read_text())
     rope = config.get("rope_parameters") or {}
@@ -101,12 +104,25 @@ def _make_portable(folder: Path) -> None:
         config.setdefault("rope_theta", rope["rope_theta"])
     if "dtype" in config:
         config.setdefault("torch_dtype", config["dtype"])
-    path.write_text(json.dumps(config, indent=2))
+    _rewrite_json(path, config)
     path = folder / "tokenizer_config.json"
     tokenizer_config = json.loads(path.read_text())
     if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
         tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    path.write_text(json.dumps(tokenizer_config, indent=2))
+    template = folder / "chat_template.jinja"
+    if template.is_file() and "chat_template" not in tokenizer_config:
+        tokenizer_config["chat_template"] = template.read_text()
+    _rewrite_json(path, tokenizer_config)
+
+
+def _rewrite_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` when it differs, atomically (other processes may be reading the folder)."""
+    text = json.dumps(data, indent=2)
+    if path.read_text() == text:
+        return
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_text(text)
+    os.replace(scratch, path)
 
 
 def resolve_model(spec: str) -> Path:

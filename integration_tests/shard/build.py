@@ -1,14 +1,14 @@
 """The `local shard` launcher: patch a TGI v3.3.7 tree, install its server into a venv, run the real shard.
 
 `prepare(tgi_src)` copies the tree (`TGI_SRC`) into a scratch folder, applies `patches/` with
-`tgi-csd patch`, generates the gRPC stubs from the tree's `proto/v3` (for the server, and for the
-test's router-like client), and installs the server into a venv layered on the running Python's
-site-packages (torch, transformers and tgi-csd come from there; the venv adds TGI's runtime deps and
-the versions the shard needs: transformers 4.51.3, compressed-tensors 0.9.4, triton). Cached by a key
-over the series and the pins; `TGI_CSD_SHARD_VENV` points at a venv prepared earlier instead.
+`tgi-csd patch`, makes a venv that is exactly `locks/shard.txt` (what TGI 3.3.7's image installs, plus
+tgi-csd's runtime dependencies) with uv, installs tgi-csd (editable) and the patched server into it
+without dependencies, and generates the gRPC stubs from the tree's `proto/v3` (for the server, and for
+the test's router-like client). Cached by a key over the series, the lock and the tree;
+`TGI_CSD_SHARD_VENV` points at a venv prepared earlier instead.
 
 `Shard` starts `text-generation-server serve` on CPU. TGI's CPU flash path needs
-`intel_extension_for_pytorch`; when the venv has none (IPEX has no build for current torch), the
+`intel_extension_for_pytorch`; when the venv has none (IPEX has no build for this torch on PyPI), the
 pure-torch stand-in in `ipex_standin/` goes first on the shard's PYTHONPATH.
 """
 
@@ -25,19 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SERIES = REPO / "patches"
+LOCK = REPO / "locks" / "shard.txt"
 STANDIN = HERE / "ipex_standin"
-
-# What the shard imports beyond torch/transformers/tgi-csd, and the versions TGI 3.3.7's CPU flash
-# path needs (newer transformers breaks the flash model imports; compressed-tensors 0.20 needs newer
-# transformers).
-PINS = [
-    "transformers==4.51.3", "tokenizers==0.21.1", "compressed-tensors==0.9.4", "triton", "outlines<1.0",
-    "click<8.2.0", "typer>=0.15.1", "grpcio>=1.67", "grpcio-reflection>=1.67", "grpcio-status>=1.67",
-    "grpc-interceptor>=0.15.4", "loguru>=0.7.3", "opentelemetry-api>=1.27.0", "opentelemetry-exporter-otlp>=1.27.0",
-    "opentelemetry-instrumentation-grpc>=0.50b0", "prometheus-client", "py-cpuinfo", "sentencepiece", "pillow",
-    "einops", "hf-transfer", "kernels", "pluggy>=1.3", "peft==0.15.2",
-    "grpcio-tools", "mypy-protobuf",  # stub generation (TGI's `make gen-server`)
-]
 
 
 def _run(cmd: list[str], log: Path, **kwargs) -> None:
@@ -53,7 +42,8 @@ def cache_key(tgi_src: Path) -> str:
     digest = hashlib.sha256()
     for patch in sorted(SERIES.glob("*.patch")):
         digest.update(patch.read_bytes())
-    digest.update("\n".join([str(tgi_src.resolve()), sys.executable, *PINS]).encode())
+    digest.update(LOCK.read_bytes())
+    digest.update(str(tgi_src.resolve()).encode())
     return digest.hexdigest()[:12]
 
 
@@ -84,18 +74,16 @@ def prepare(tgi_src: Path, work: Path) -> Path:
     shutil.copytree(tgi_src, tree, ignore=shutil.ignore_patterns(".git", "target", "node_modules"))
     _run([sys.executable, "-m", "tgi_csd.cli", "patch", "--tgi-src", str(tree), "--series", str(SERIES)], log,
          cwd=REPO)
-    _run([sys.executable, "-m", "venv", str(venv)], log)
+    from uv import find_uv_bin
+
+    uv = find_uv_bin()
     python = venv / "bin" / "python"
-    site = next((venv / "lib").glob("python*/site-packages"))
-    parents = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    (site / "_tgi_csd_parent.pth").write_text(
-        "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n"
-    )
-    # pip never uninstalls the parent's packages (they are outside this venv): pins land here and win.
-    _run([str(python), "-m", "pip", "install", "-q", *PINS], log)
+    _run([uv, "venv", "-q", "--python", sys.executable, str(venv)], log)
+    _run([uv, "pip", "sync", "-q", "--python", str(python), "--require-hashes", str(LOCK)], log)
+    _run([uv, "pip", "install", "-q", "--python", str(python), "--no-deps", "-e", str(REPO)], log)
     server = tree / "server"
     generate_stubs(python, tree / "proto" / "v3", server / "text_generation_server" / "pb", log)
-    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(server)], log)
+    _run([uv, "pip", "install", "-q", "--python", str(python), "--no-deps", "--no-build-isolation", str(server)], log)
     generate_stubs(python, tree / "proto" / "v3", root / "client_pb" / "tgi_pb", log)
     (root / "ready").write_text(str(tgi_src))
     return venv

@@ -119,9 +119,17 @@ class ActiveStrategy:
         return None if request is None else request.history
 
     # -- events ----------------------------------------------------------------------------------
+    @staticmethod
+    def _anonymous(request_ids: Sequence[int]) -> bool:
+        """A batch whose ids repeat: TGI's warmup batch (every request has id 0). It is not speculated on and
+        never reaches the strategy, whose rows are keyed by request id."""
+        return len(set(request_ids)) != len(request_ids)
+
     def add(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]]) -> None:
         """Requests of a freshly prefilled batch. Ids still held from a batch that was never
         released (e.g. warmup) are released first, so their stale state is not reused."""
+        if self._anonymous(request_ids):
+            return
         stale: dict[int, list[int]] = {}
         for request_id in request_ids:
             if request_id in self.live:
@@ -138,6 +146,8 @@ class ActiveStrategy:
     def propose(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]],
                 accepted: Sequence[int]):
         """Exactly `[B, S]` draft ids (a torch tensor on `self.device`), or None when no row drafted."""
+        if self._anonymous(request_ids):
+            return None
         unknown = [i for i, r in enumerate(request_ids) if r not in self.live]
         if unknown:  # never announced (the host missed a prefill): announce now
             self.add(batch_id, [request_ids[i] for i in unknown], [histories[i] for i in unknown])
