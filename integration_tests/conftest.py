@@ -58,6 +58,11 @@ def shard_env():
     runtime = Path(tempfile.mkdtemp(prefix="tgi-csd-shards-"))
     yield {"venv": venv, "stubs": build.client_stubs(venv), "model": model, "work": runtime,
            "tokenizer": AutoTokenizer.from_pretrained(model)}
+    logs = work / "logs"  # every server's log of the last run, for a failure's post-mortem
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    for log in runtime.glob("*.log"):
+        shutil.copy(log, logs / log.name)
     shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -126,7 +131,9 @@ def live_servers(live_env):
     def get(name: str, **options):
         if name not in started:
             if options.get("config"):
-                options["config"] = str(REPO / options["config"])
+                from integration_tests.live import absolute_config
+
+                options["config"] = str(absolute_config(REPO / options["config"], REPO, live_env.work))
             started[name] = stack.enter_context(live_server(live_env.bin_dir, live_env.venv, live_env.model,
                                                             live_env.work, name, **options))
         return started[name]

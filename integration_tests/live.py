@@ -4,8 +4,7 @@ starting the real router and the real Python shard, on free 127.0.0.1 ports.
 The shard is the venv `shard/build.py` prepares (TGI 3.3.7's image versions + tgi-csd + the patched server);
 the launcher's `python` and the router's embedded Python (its tokenizer) see that venv too.
 The launcher spawns `text-generation-server` by name, so a thin wrapper put first on its `PATH` runs
-`shard/serve.py` with that venv's Python (from the repository root, where the example configs' relative
-paths point), which forces float32: TGI's CLI offers only float16/bfloat16, and
+`shard/serve.py` with that venv's Python, which forces float32: TGI's CLI offers only float16/bfloat16, and
 exact comparisons need float32 on CPU. TGI's CPU flash path imports IPEX; the pure-torch stand-in
 (`shard/ipex_standin`) goes first on the shard's `PYTHONPATH`. `ATTENTION=paged`, `PREFIX_CACHING=0`.
 """
@@ -62,6 +61,25 @@ class LiveServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def absolute_config(config: Path, base: Path, workdir: Path) -> Path:
+    """A copy of cascade config `config` in `workdir` whose relative file paths (adapters, separate drafter
+    models, bigram tables) are made absolute against `base`: the launcher runs in its own folder (TGI's router
+    writes a tokenizer copy into its working directory), while the examples' paths are relative to the
+    repository root."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    for drafter in data.get("drafters", []):
+        for key in ("adapter", "model", "bigram"):
+            value = drafter.get(key)
+            if isinstance(value, str) and value != "default" and not Path(value).is_absolute() \
+                    and (base / value).exists():
+                drafter[key] = str(base / value)
+    copy = workdir / f"{config.stem}.abs.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    return copy
+
+
 def command(bin_dir: Path, model: Path, workdir: Path, name: str, port: int, *, speculate: int = 0,
             strategy: str | None = None, config: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     args = [str(bin_dir / "text-generation-launcher"), "--model-id", str(model), "--port", str(port),
@@ -109,7 +127,7 @@ def live_server(bin_dir: Path, venv: Path, model: Path, workdir: Path, name: str
     with log_path.open("w") as log:
         process = subprocess.Popen(command(bin_dir, model, workdir, name, port, **options),
                                    env=environment(bin_dir, venv, workdir, name, metrics_port), stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+                                   stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
         server = LiveServer(f"http://127.0.0.1:{port}", log_path, process, metrics_port)
         try:
             deadline = time.monotonic() + timeout
@@ -141,6 +159,6 @@ def run_to_exit(bin_dir: Path, venv: Path, model: Path, workdir: Path, name: str
                 **options) -> tuple[int, str]:
     """Run a launcher that is expected to refuse to start: (exit status, its output)."""
     env = environment(bin_dir, venv, workdir, name, free_port())
-    out = subprocess.run(command(bin_dir, model, workdir, name, free_port(), **options), env=env, cwd=REPO,
+    out = subprocess.run(command(bin_dir, model, workdir, name, free_port(), **options), env=env, cwd=workdir,
                          capture_output=True, text=True, timeout=timeout)
     return out.returncode, out.stdout + out.stderr

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import build_tgi  # noqa: E402
 
-from integration_tests.live import command, environment, free_port  # noqa: E402
+from integration_tests.live import absolute_config, command, environment, free_port  # noqa: E402
 from integration_tests.shard.build import prepare  # noqa: E402
 from tgi_csd.models import fetch_model  # noqa: E402
 
@@ -47,12 +47,14 @@ def main() -> None:
     model = fetch_model(args.model) if not Path(args.model).is_dir() else Path(args.model)
     runtime = Path(tempfile.mkdtemp(prefix="tgi-csd-serve-"))
     metrics_port = free_port()
+    config = str(absolute_config(args.config, Path.cwd(), runtime)) if args.config else None
     launch = command(bin_dir, model, runtime, "serve", args.port, speculate=args.speculate, strategy=args.strategy,
-                     config=str(args.config.resolve()) if args.config else None)
+                     config=config)
     print(f"serving {model} on http://127.0.0.1:{args.port} (strategy metrics on :{metrics_port}); Ctrl-C stops",
           flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run(launch, env=environment(bin_dir, venv, runtime, "serve", metrics_port), check=False)
+        subprocess.run(launch, env=environment(bin_dir, venv, runtime, "serve", metrics_port), cwd=runtime,
+                       check=False)
 
 
 if __name__ == "__main__":
