@@ -6,9 +6,13 @@
 * local shard — `TGI_SRC` (a clean TGI v3.3.7 tree) or `TGI_CSD_SHARD_VENV` (a venv prepared by
   `integration_tests/shard/build.py`): the real patched `text-generation-server serve` on CPU, driven over
   gRPC like the router (`test_shard.py`).
-* container — `DOCKER_IMAGE` (an image built from `patches/Dockerfile`): started with the docker SDK like
-  TGI's `docker_launcher`, driven over HTTP with `text_generation.AsyncClient` (`test_http.py`).
-* endpoint — `TGI_CSD_URL`: the same HTTP tests against a running deployment.
+* container — a Docker engine and `TGI_CSD_IMAGE` (the CPU test image, `make image-cpu`): the image run with
+  exactly the container spec `helm template` renders from `charts/tgi-csd/ci/cpu-values.yaml`
+  (`chart_container.py`, `test_container.py`).
+* endpoint — `TGI_CSD_URL`: HTTP tests against a running deployment (`test_http.py`).
+
+`TGI_CSD_REQUIRE_LIVE` / `TGI_CSD_REQUIRE_CONTAINER` (set by `nox -s integration` when it built the
+launcher / the image) turn a tier that cannot start into a failure instead of a skip.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ def shard_env():
     logs = work / "logs"  # every server's log of the last run, for a failure's post-mortem
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
-    for log in runtime.glob("*.log"):
-        shutil.copy(log, logs / log.name)
+    for log in runtime.rglob("*.log"):
+        shutil.copy(log, logs / "-".join(log.relative_to(runtime).parts))
     shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -117,7 +121,11 @@ def live_env(shard_env):
         if os.environ.get("TGI_CSD_REQUIRE_LIVE"):
             pytest.fail("live: TGI_CSD_REQUIRE_LIVE is set but the patched launcher is not built (make tgi)")
         pytest.skip("live: the patched launcher and router are not built; run `make tgi` (or set TGI_CSD_TGI_BIN)")
-    return LiveEnv(bin_dir, shard_env["venv"], shard_env["model"], shard_env["work"])
+    # Its own folder: a live server's shard socket must never be a shard tier's socket of the same name
+    # (the router would talk to the other tier's still-running shard).
+    work = shard_env["work"] / "live"
+    work.mkdir(exist_ok=True)
+    return LiveEnv(bin_dir, shard_env["venv"], shard_env["model"], work)
 
 
 @pytest.fixture(scope="session")
@@ -142,32 +150,70 @@ def live_servers(live_env):
         yield get
 
 
-# -- HTTP launchers ------------------------------------------------------------------------------------
-def _http_reason(kind: str) -> str | None:
-    if kind == "container" and not os.environ.get("DOCKER_IMAGE"):
-        return "container: set DOCKER_IMAGE to an image built from patches/Dockerfile (needs a Docker engine)"
-    if kind == "endpoint" and not os.environ.get("TGI_CSD_URL"):
-        return "endpoint: set TGI_CSD_URL to a running TGI with the csd strategy (e.g. http://localhost:8080)"
-    for module in ("text_generation", "pytest_asyncio") + (("docker",) if kind == "container" else ()):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{kind}: needs `{module}` (pip install text-generation pytest-asyncio docker)"
-    return None
+# -- the container launcher ----------------------------------------------------------------------------
+@dataclass
+class ContainerEnv:
+    spec: object  # chart_container.ContainerSpec
+    volumes: dict
+    network: str
+    work: Path
 
 
-@pytest.fixture(scope="session", params=["container", "endpoint"])
-def http_url(request):
-    reason = _http_reason(request.param)
+@pytest.fixture(scope="session")
+def container_env():
+    from integration_tests.chart_container import ContainerSpec, docker_available, prepare_volumes, render
+    from tgi_csd.models import fetch_model
+
+    reason = docker_available()
+    if reason is None and not os.environ.get("TGI_CSD_IMAGE"):
+        reason = "set TGI_CSD_IMAGE to the CPU test image (`make image-cpu` builds it and prints its tag)"
     if reason:
-        pytest.skip(reason)
-    if request.param == "endpoint":
-        yield os.environ["TGI_CSD_URL"].rstrip("/")
-        return
-    from integration_tests.docker_launcher import docker_launcher
+        if os.environ.get("TGI_CSD_REQUIRE_CONTAINER"):
+            pytest.fail(f"TGI_CSD_REQUIRE_CONTAINER is set but container: {reason}")
+        pytest.skip(f"container: {reason}")
+    spec = ContainerSpec.from_manifests(render(os.environ["TGI_CSD_IMAGE"]))
+    print(f"\ncontainer run settings (from the rendered chart):\n{spec.table()}")
+    work = Path(tempfile.mkdtemp(prefix="tgi-csd-containers-"))
+    network = f"tgi-csd-{os.getpid()}"
+    import subprocess
 
-    with docker_launcher(os.environ["DOCKER_IMAGE"]) as url:
-        yield url
+    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
+    try:
+        yield ContainerEnv(spec, prepare_volumes(spec, fetch_model("smollm2-135m"), work), network, work)
+    finally:
+        subprocess.run(["docker", "network", "rm", network], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def containers(container_env):
+    """`containers(name)`: "csd" runs the chart's container spec as rendered; "plain" the same container
+    with the speculation arguments removed (plain decoding, the exactness reference). Started once each."""
+    from integration_tests.chart_container import run_container, without_speculation
+
+    started: dict = {}
+    stack = contextlib.ExitStack()
+    logs = Path(os.environ.get("TGI_CSD_WORK") or Path.home() / ".cache" / "tgi-csd" / "integration") / "logs"
+
+    def get(name: str):
+        if name not in started:
+            spec = container_env.spec
+            args = {"csd": spec.args, "plain": without_speculation(spec.args)}[name]
+            started[name] = stack.enter_context(run_container(
+                spec, container_env.volumes, name, args, log_dir=logs, network=container_env.network,
+                alias=spec.service["metadata"]["name"] if name == "csd" else None))
+        return started[name]
+
+    with stack:
+        yield get
+
+
+# -- a running deployment ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def http_url():
+    if not os.environ.get("TGI_CSD_URL"):
+        pytest.skip("endpoint: set TGI_CSD_URL to a running TGI with the csd strategy (e.g. http://localhost:8080)")
+    return os.environ["TGI_CSD_URL"].rstrip("/")
 
 
 try:
