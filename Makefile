@@ -18,7 +18,7 @@ $(VENV)/.installed: $(RUNNER)/.installed pyproject.toml locks/tests-current.txt 
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: venv demo test lint lock tgi serve exactness adapter adapter-v8k adapter-quick
+.PHONY: venv demo test lint lock tgi image-cpu serve exactness adapter adapter-v8k adapter-quick
 venv: $(VENV)/.installed
 
 demo: venv
@@ -63,6 +63,11 @@ test: $(RUNNER)/.installed
 # The patched TGI launcher and router from TGI's source archive (cached; prints the binaries' paths).
 tgi: $(RUNNER)/.installed
 	$(RUNNER)/bin/nox -s tgi
+
+# The CPU test image (TGI + tgi-csd from Debian packages, PyPI and crates.io: no registry; needs root and a
+# Docker engine). Cached by its inputs' hash; prints DOCKER_IMAGE=tgi-csd-cpu:<key>.
+image-cpu: $(RUNNER)/.installed
+	$(RUNNER)/bin/nox -s image-cpu
 
 # Try the product as a user would: the patched launcher with the plugin on this machine (CPU, float32).
 # CONFIG=examples/tgi-csd-distilled.yaml SPECULATE=4 PORT=8080 make serve; then curl localhost:8080/generate.

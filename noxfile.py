@@ -66,8 +66,9 @@ def chart(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """The live-TGI suite. Builds (or reuses) the patched launcher and router from TGI's source archive and
-    requires the shard and live tiers to run; without the archive they skip, saying so. The container and
-    endpoint tiers run when DOCKER_IMAGE / TGI_CSD_URL is set."""
+    requires the shard and live tiers to run; where a Docker engine answers, builds (or reuses) the CPU test
+    image and requires the container tier. Without the archive / an engine those tiers skip, saying so. The
+    endpoint tier runs when TGI_CSD_URL is set."""
     install_lock(session, "integration")
     env = {}
     if Path(os.environ.get("TGI_ARCHIVE", ARCHIVE)).is_file():
@@ -75,8 +76,28 @@ def integration(session: nox.Session) -> None:
         wanted = ("TGI_SRC=", "TGI_CSD_TGI_BIN=")
         env = dict(line.split("=", 1) for line in built.splitlines() if line.startswith(wanted))
         env["TGI_CSD_REQUIRE_LIVE"] = "1"
+        if docker_answers():
+            image = session.run("python", "scripts/build_image.py", silent=True)
+            env["TGI_CSD_IMAGE"] = image.strip().splitlines()[-1].split("=", 1)[1]
+            env["TGI_CSD_REQUIRE_CONTAINER"] = "1"
         session.log(f"patched TGI: {env}")
     session.run("pytest", "-q", "-rs", "integration_tests", *session.posargs, env=env)
+
+
+def docker_answers() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@nox.session(name="image-cpu", default=False)
+def image_cpu(session: nox.Session) -> None:
+    """Build (or reuse) the CPU test image (TGI + tgi-csd, no registry); prints its tag (`make image-cpu`)."""
+    install_lock(session, "integration")
+    session.run("python", "scripts/build_image.py", *session.posargs)
 
 
 @nox.session(default=False)

@@ -6,13 +6,12 @@ and with stock `--speculate N` (TGI's own n-gram, no strategy)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import urllib.request
 
 import pytest
 
-from integration_tests.workload import PROMPTS
+from integration_tests.workload import BUDGETS, PROMPTS, chat, greedy_batch, stream_tokens
 
 S = 4
 SERVERS = {
@@ -22,17 +21,6 @@ SERVERS = {
     "distilled": {"speculate": S, "strategy": "csd", "config": "examples/tgi-csd-distilled.yaml"},
     "adaptive": {"speculate": S, "strategy": "csd", "config": "examples/tgi-adaptive.yaml"},
 }
-BUDGETS = [24, 12, 32, 16, 28, 20, 8, 24, 30, 18, 26, 14]
-
-
-async def greedy_batch(url: str) -> list[list[int]]:
-    """12 prompts of different lengths and budgets, sent at once (so they share batches)."""
-    from text_generation import AsyncClient
-
-    client = AsyncClient(url, timeout=600)
-    responses = await asyncio.gather(*[client.generate(p, max_new_tokens=n, decoder_input_details=True)
-                                       for p, n in zip(PROMPTS, BUDGETS)])
-    return [[t.id for t in r.details.tokens] for r in responses]
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +55,6 @@ def test_speculation_took_draft_tokens(live_servers, outputs):
     assert skipped and float(skipped.group(1)) > 0
 
 
-async def stream_tokens(url: str, prompt: str, budget: int) -> list[int]:
-    from text_generation import AsyncClient
-
-    client = AsyncClient(url, timeout=600)
-    return [r.token.id async for r in client.generate_stream(prompt, max_new_tokens=budget)]
-
-
 def test_generate_stream_identical_to_plain_decoding(live_servers, outputs):
     url = live_servers("csd", **SERVERS["csd"]).url
 
@@ -90,19 +71,6 @@ def test_seeded_sampling_is_reproducible(live_servers):
     kwargs = {"max_new_tokens": 20, "do_sample": True, "temperature": 0.8, "seed": 1234}
     first, second = client.generate(PROMPTS[7], **kwargs), client.generate(PROMPTS[7], **kwargs)
     assert first.generated_text and first.generated_text == second.generated_text
-
-
-def chat(url: str, stream: bool) -> str:
-    body = {"model": "tgi", "messages": [{"role": "user", "content": "List three colours."}], "max_tokens": 24,
-            "temperature": 0, "stream": stream}
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as response:
-        text = response.read().decode()
-    if not stream:
-        return json.loads(text)["choices"][0]["message"]["content"]
-    chunks = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and "[DONE]" not in line]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -1,4 +1,11 @@
-"""Prompts and request mixes shared by the integration suite and scripts/tgi_shard_bench.py."""
+"""Prompts, request mixes and HTTP helpers shared by the integration suite's tiers and
+scripts/tgi_shard_bench.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
 
 PROMPTS = [
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
@@ -14,3 +21,37 @@ PROMPTS = [
     "def is_prime(n):\n    \"\"\"Return True if n is prime.\"\"\"\n",
     "A list of fruits: apple, banana, cherry,",
 ]
+
+# Per-prompt token budgets: requests leave a shared batch at different steps.
+BUDGETS = [24, 12, 32, 16, 28, 20, 8, 24, 30, 18, 26, 14]
+
+
+async def greedy_batch(url: str) -> list[list[int]]:
+    """The 12 prompts with their budgets, sent at once (so they share batches); each answer's token ids."""
+    from text_generation import AsyncClient
+
+    client = AsyncClient(url, timeout=600)
+    responses = await asyncio.gather(*[client.generate(p, max_new_tokens=n, decoder_input_details=True)
+                                       for p, n in zip(PROMPTS, BUDGETS)])
+    return [[t.id for t in r.details.tokens] for r in responses]
+
+
+async def stream_tokens(url: str, prompt: str, budget: int) -> list[int]:
+    from text_generation import AsyncClient
+
+    client = AsyncClient(url, timeout=600)
+    return [r.token.id async for r in client.generate_stream(prompt, max_new_tokens=budget)]
+
+
+def chat(url: str, stream: bool) -> str:
+    """One greedy `/v1/chat/completions` answer (the client has no route for it), streamed or not."""
+    body = {"model": "tgi", "messages": [{"role": "user", "content": "List three colours."}], "max_tokens": 24,
+            "temperature": 0, "stream": stream}
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        text = response.read().decode()
+    if not stream:
+        return json.loads(text)["choices"][0]["message"]["content"]
+    chunks = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and "[DONE]" not in line]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])

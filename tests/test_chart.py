@@ -31,6 +31,7 @@ pytestmark = pytest.mark.chart
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "tgi-csd"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
+CPU_TEST = CHART / "ci" / "cpu-values.yaml"  # the integration suite's container tier runs this render
 KUBE_VERSIONS = ["1.29", "1.33", "1.37"]
 RELEASE, NAMESPACE = "tgi", "llm"
 FULLNAME = f"{RELEASE}-tgi-csd"
@@ -129,6 +130,7 @@ SCENARIOS = {
     "defaults": lambda: render_text(),
     "all-features": lambda: render_text(files=(ALL_FEATURES,)),
     "readme-1gpu": lambda: render_text(readme_example()),
+    "cpu-test": lambda: render_text(files=(CPU_TEST,)),
     "variants": lambda: render_text({
         "speculation": {"strategy": "ngram"}, "modelCache": {"persistence": {"enabled": False}},
         "adapters": {"source": "configMap", "configMap": {"name": "small-adapters"}},
@@ -145,9 +147,10 @@ def test_pinned_helm(version):
 
 
 @pytest.mark.parametrize("version", list(HELMS))
-@pytest.mark.parametrize("scenario", ["defaults", "all-features", "readme-1gpu"])
+@pytest.mark.parametrize("scenario", ["defaults", "all-features", "readme-1gpu", "cpu-test"])
 def test_lint_strict(version, scenario):
-    extra = ["-f", str(ALL_FEATURES)] if scenario == "all-features" else []
+    extra = ["-f", str({"all-features": ALL_FEATURES, "cpu-test": CPU_TEST}[scenario])] \
+        if scenario in ("all-features", "cpu-test") else []
     values = readme_example() if scenario == "readme-1gpu" else None
     result = run_helm("lint", "--strict", str(CHART), *extra, values=values, version=version)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -505,6 +508,8 @@ def test_pods_are_locked_down(scenario):
             assert context["capabilities"] == {"drop": ["ALL"]}
             assert container["resources"]["limits"]
     assert mount(docs, "tmp")["mountPath"] == "/tmp" and env(tgi(docs))["HOME"]["value"] == "/tmp"
+    # The router writes its tokenizer copy into the working directory: the writable emptyDir, not the image's.
+    assert tgi(docs)["workingDir"] == "/tmp"
 
 
 def test_image_reference():

@@ -52,6 +52,11 @@ def generate_stubs(python: Path, proto_dir: Path, out: Path, log: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _run([str(python), "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
           str(proto_dir / "generate.proto")], log)
+    fix_stub_imports(out)
+
+
+def fix_stub_imports(out: Path) -> None:
+    """Make the generated stubs' imports package-relative, as TGI's Makefile does with sed."""
     for path in out.glob("*.py"):
         text = path.read_text().replace("\nimport generate_pb2", "\nfrom . import generate_pb2")
         path.write_text(text)
