@@ -1,5 +1,5 @@
-"""The HTTP tests, against a container (`DOCKER_IMAGE`) or a running deployment (`TGI_CSD_URL`) serving
-TGI with `--speculate N --speculation-strategy csd`. Like TGI's own integration tests they use
+"""The endpoint tier: HTTP tests against a running deployment (`TGI_CSD_URL`, e.g. the chart on a GPU cluster)
+serving TGI with `--speculate N --speculation-strategy csd`. Like TGI's own integration tests they use
 `text_generation.AsyncClient`. On a GPU the model runs in fp16/bf16, so outputs are compared with the
 same server's own outputs (concurrent vs alone, seed vs seed), never with the CPU float32 snapshots.
 """
