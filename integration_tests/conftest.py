@@ -130,14 +130,15 @@ def live_env(shard_env):
 
 @pytest.fixture(scope="session")
 def live_servers(live_env):
-    """`live_servers(name, speculate=…, strategy=…, config=…)`: a started launcher, reused per name."""
-    from integration_tests.live import live_server
+    """`live_servers(name)`: the started launcher configured as `live.SERVERS[name]`, reused per name."""
+    from integration_tests.live import SERVERS, live_server
 
     started: dict[str, tuple] = {}
     stack = contextlib.ExitStack()
 
-    def get(name: str, **options):
+    def get(name: str):
         if name not in started:
+            options = dict(SERVERS[name])
             if options.get("config"):
                 from integration_tests.live import absolute_config
 
@@ -206,6 +207,23 @@ def containers(container_env):
 
     with stack:
         yield get
+
+
+@pytest.fixture(scope="session")
+def greedy():
+    """`greedy(server)`: the token ids of `workload.greedy_batch` on `server`, computed once per server."""
+    import asyncio
+
+    from integration_tests.workload import greedy_batch
+
+    done: dict[str, list[list[int]]] = {}
+
+    def get(server) -> list[list[int]]:
+        if server.url not in done:
+            done[server.url] = asyncio.run(greedy_batch(server.url))
+        return done[server.url]
+
+    return get
 
 
 # -- a running deployment ------------------------------------------------------------------------------

@@ -27,6 +27,18 @@ SERVE = HERE / "shard" / "serve.py"
 STANDIN = HERE / "shard" / "ipex_standin"
 
 
+SPECULATE = 4
+# The live tier's servers by name: plain decoding (the reference), TGI's stock n-gram, and the strategy with
+# the MaG default, the distilled cascade and the adaptive one.
+SERVERS = {
+    "plain": {},
+    "stock": {"speculate": SPECULATE},
+    "csd": {"speculate": SPECULATE, "strategy": "csd"},
+    "distilled": {"speculate": SPECULATE, "strategy": "csd", "config": "examples/tgi-csd-distilled.yaml"},
+    "adaptive": {"speculate": SPECULATE, "strategy": "csd", "config": "examples/tgi-adaptive.yaml"},
+}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,8 +62,11 @@ class LiveServer:
     process: subprocess.Popen
     metrics_port: int
 
-    def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=60) as response:
+    def get(self, path: str, port: str = "http") -> str:
+        """GET `path` on the server's port (`http`) or the strategy's metrics port (`csd-metrics`), as the
+        container's ports are named."""
+        base = self.url if port == "http" else f"http://127.0.0.1:{self.metrics_port}"
+        with urllib.request.urlopen(f"{base}{path}", timeout=60) as response:
             return response.read().decode()
 
     def info(self) -> dict:

@@ -1,8 +1,9 @@
-"""The container tier: the CPU test image (`make image-cpu`) run with exactly the container spec the chart
+"""The container tier's own checks (the HTTP checks every tier shares, exactness included, are in
+`test_serving.py`): the CPU test image (`make image-cpu`) run with exactly the container spec the chart
 renders (`charts/tgi-csd/ci/cpu-values.yaml`: UID 10001, read-only root filesystem, all capabilities
 dropped, emptyDir /tmp and /dev/shm, the model on the model-cache volume, the cascade ConfigMap), in float32
-through the image's shard wrapper. The same HTTP checks as the live-process tier; the exactness reference is
-the same container with the speculation arguments removed (plain decoding), never the server itself."""
+through the image's shard wrapper; its plain-decoding reference is the same container without the
+speculation arguments."""
 
 from __future__ import annotations
 
@@ -12,14 +13,7 @@ import subprocess
 import threading
 import time
 
-import pytest
-
-from integration_tests.workload import BUDGETS, PROMPTS, chat, greedy_batch, stream_tokens
-
-
-@pytest.fixture(scope="module")
-def outputs(containers):
-    return {name: asyncio.run(greedy_batch(containers(name).url)) for name in ("plain", "csd")}
+from integration_tests.workload import greedy_batch
 
 
 def test_the_container_runs_with_the_charts_settings(containers):
@@ -35,54 +29,19 @@ def test_the_container_runs_with_the_charts_settings(containers):
     assert config["WorkingDir"] == spec.working_dir == "/tmp"
 
 
-def test_nothing_in_the_container_hits_the_read_only_root(containers, outputs):
+def test_nothing_in_the_container_hits_the_read_only_root(containers, greedy):
     """The router saves the tokenizer into its working directory: with the image's WORKDIR under the
     read-only root it fell back to tokenizing through Python; the chart's workingDir (/tmp) fixes that."""
     for name in ("csd", "plain"):
+        greedy(containers(name))
         log = containers(name).logs()
         assert "Read-only file system" not in log and "Failed to import python tokenizer" not in log, name
         assert "Permission denied" not in log, name
 
 
-def test_info_reports_speculate_and_the_strategy(containers):
-    info = containers("csd").info()
-    assert info["speculate"] == 4 and info["speculation_strategy"] == "csd"
-    assert containers("plain").info()["speculate"] == 0
-
-
-def test_greedy_generate_identical_to_plain_decoding(outputs):
-    lengths = [len(tokens) for tokens in outputs["plain"]]
-    assert all(0 < n <= budget for n, budget in zip(lengths, BUDGETS)) and len(set(lengths)) >= 8
-    assert outputs["csd"] == outputs["plain"]
-
-
-def test_generate_stream_identical_to_plain_decoding(containers, outputs):
-    url = containers("csd").url
-
-    async def all_streams():
-        return await asyncio.gather(*[stream_tokens(url, p, n) for p, n in zip(PROMPTS[:6], BUDGETS[:6])])
-
-    assert asyncio.run(all_streams()) == outputs["plain"][:6]
-
-
-def test_seeded_sampling_is_reproducible(containers):
-    from text_generation import Client
-
-    client = Client(containers("csd").url, timeout=600)
-    kwargs = {"max_new_tokens": 20, "do_sample": True, "temperature": 0.8, "seed": 1234}
-    first, second = client.generate(PROMPTS[7], **kwargs), client.generate(PROMPTS[7], **kwargs)
-    assert first.generated_text and first.generated_text == second.generated_text
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_openai_chat_completions_identical_to_plain_decoding(containers, stream):
-    expected = chat(containers("plain").url, stream=False)
-    assert expected
-    assert chat(containers("csd").url, stream) == expected
-
-
-def test_metrics_are_served_on_the_ports_the_servicemonitor_scrapes(containers, outputs):
+def test_metrics_are_served_on_the_ports_the_servicemonitor_scrapes(containers, greedy):
     server = containers("csd")
+    greedy(server)
     assert set(server.spec.monitored_ports) == {"http", "csd-metrics"}
     tgi = server.get("/metrics", port="http")
     skipped = re.search(r"^tgi_request_skipped_tokens_sum(?:\{[^}]*\})? ([0-9.e+]+)$", tgi, re.M)
