@@ -84,6 +84,7 @@ def shards(shard_env):
             try:
                 shard.wait_ready()
                 client = ShardClient(shard.address, shard_env["stubs"], shard_env["tokenizer"])
+                client.log_path = shard.log_path  # the shard's output, for tests that read what it logged
                 client.start()
             except Exception:
                 print(shard.tail())

@@ -56,6 +56,29 @@ def test_greedy_identical_to_no_speculation(greedy, name):
     assert [o.tokens for o in greedy[name][0]] == reference
 
 
+def test_strategy_faults_cost_speculation_never_a_request(shards, greedy):
+    """A strategy that raises a torch error, proposes ids outside the vocabulary, too many ids or the wrong
+    rows, and raises in filter (integration_tests/shard/faulty_strategy.py), inside the real shard: every
+    request finishes identical to --speculate 0; each fault is logged once with its traceback through
+    TGI's logger; after SPECULATION_MAX_FAULTS of them the strategy turns itself off and says so."""
+    from integration_tests.shard.faulty_strategy import SCHEDULE
+
+    client = shards("faulty", speculate=S, strategy="faulty",
+                    extra_env={"TGI_CSD_TEST_STRATEGY": "faulty", "SPECULATION_MAX_FAULTS": "5"})
+    outcomes, _ = client.run(greedy_waves())
+    assert [o.tokens for o in outcomes] == [o.tokens for o in greedy["spec0"][0]]
+    log = client.log_path.read_text(errors="replace")
+    # Proposal steps 2-5 fault, then the first filter or step 9: the fifth fault turns the strategy off,
+    # and the faults still scheduled after it never run.
+    assert log.count("this step decodes without speculation") == 5, log[-3000:]
+    assert log.count("Traceback") >= 5
+    for kind in ("propose failed (RuntimeError", "outside the vocabulary", "more than speculate=4",
+                 "rows for a batch of"):
+        assert kind in log, kind
+    assert log.count("turned off until the shard restarts") == 1
+    assert len(SCHEDULE) > 5
+
+
 def test_csd_identical_to_stock_ngram_strategy(greedy):
     assert [o.tokens for o in greedy["csd"][0]] == [o.tokens for o in greedy["ngram"][0]]
 

@@ -255,3 +255,15 @@ def test_scrapes_during_generation_succeed_and_never_decrease(target, served):
             if key[0].endswith("_total"):
                 assert later[key] >= earlier[key], key
     assert value(scrapes[-1], "tgi_csd_generated_tokens_total") == 24 * len(PROMPTS)
+
+
+def test_faults_are_exported_by_drafter_kind_and_by_hook(served):
+    from tgi_csd.stats import EngineStats
+
+    stats = EngineStats()
+    stats.drafter_faults["layers4:id"] += 2
+    stats.strategy_faults["propose"] += 3
+    stats.strategy_faults["filter"] += 1
+    samples = scrape(served(lambda: stats).port)
+    assert value(samples, "tgi_csd_drafter_faults_total", drafter="layers4", kind="id") == 2
+    assert by_label(samples, "tgi_csd_strategy_faults_total", "hook") == {"propose": 3, "filter": 1}

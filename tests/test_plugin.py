@@ -6,6 +6,7 @@ import random
 from importlib.metadata import entry_points
 from types import SimpleNamespace
 
+import numpy
 import pytest
 import torch
 import yaml
@@ -16,7 +17,7 @@ from tgi_csd.drafters.base import RowInfo
 from tgi_csd.drafters.ngram import TGINGramDrafter
 from tgi_csd.errors import ConfigError
 from tgi_csd.plugin.hookspecs import hookimpl
-from tgi_csd.plugin.manager import StrategyError, StrategyManager
+from tgi_csd.plugin.manager import ActiveStrategy, StrategyError, StrategyManager
 from tgi_csd.plugin.strategies.ngram import ngram_proposal
 from tgi_csd.sampling import SamplingParams
 from tgi_csd.tgi.seam import TGISeam
@@ -106,9 +107,9 @@ def test_only_the_selected_strategy_is_created():
 
 
 # -- the [B, S] contract -----------------------------------------------------------------------------
-def active_with(rows, speculate=4):
+def active_with(rows, speculate=4, vocab_size=None):
     module = ThirdPartyModule()
-    active = manager_with(third=module).create("third", speculate=speculate)
+    active = manager_with(third=module).create("third", speculate=speculate, vocab_size=vocab_size)
     active.strategy.rows = rows
     return active
 
@@ -142,6 +143,46 @@ def test_more_than_S_is_refused():
     active = active_with([[1]])
     with pytest.raises(StrategyError, match="1 rows for a batch of 2"):
         active.propose(1, [1, 2], [[0], [0]], [1, 1])
+
+
+@pytest.mark.parametrize("rows", [[[3, 100]], torch.tensor([[3, 100]]), [[-1]], torch.tensor([[-1, 2]])],
+                         ids=["list-too-big", "tensor-too-big", "list-negative", "tensor-negative"])
+def test_ids_outside_the_vocabulary_are_refused_before_the_device(rows):
+    active = active_with(rows, vocab_size=100)
+    with pytest.raises(StrategyError, match=r"outside the vocabulary \[0, 100\)"):
+        active.propose(1, [1], [[0]], [1])
+
+
+def test_non_integer_ids_are_refused():
+    with pytest.raises(StrategyError, match="non-integer id for request 1"):
+        active_with([[1.5]], vocab_size=100).propose(1, [1], [[0]], [1])
+    assert active_with([[numpy.int64(7)]], vocab_size=100).propose(1, [1], [[0]], [1]).tolist() == [[7] * 4]
+
+
+def test_faults_are_counted_and_reach_the_strategy():
+    class Counting:
+        def __init__(self):
+            self.faults = []
+
+        @hookimpl
+        def tgi_speculation_fault(self, hook, error):
+            self.faults.append((hook, str(error)))
+
+    class Broken:
+        @hookimpl
+        def tgi_speculation_fault(self, hook):
+            raise RuntimeError("the strategy's own counting failed")
+
+    counting = Counting()
+    active = ActiveStrategy("x", counting, 4)
+    active.fault("propose", RuntimeError("boom"))
+    active.fault("propose", StrategyError("bad ids"))
+    active.fault("filter", KeyError(3))
+    assert active.stats()["faults"] == {"propose": 2, "filter": 1}
+    assert counting.faults == [("propose", "boom"), ("propose", "bad ids"), ("filter", "3")]
+    broken = ActiveStrategy("y", Broken(), 4)
+    broken.fault("propose", RuntimeError("boom"))  # a fault while counting a fault is swallowed
+    assert broken.faults == {"propose": 1}
 
 
 # -- lifecycle bookkeeping -----------------------------------------------------------------------------

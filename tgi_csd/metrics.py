@@ -116,6 +116,10 @@ class SpecDecodeCollector(Collector):
                           ["reviewer", "drafter"])
         rate = gauge("acceptance_rate", "Cumulative accepted / proposed draft tokens of a drafter for a reviewer.",
                      ["reviewer", "drafter"])
+        drafter_faults = counter("drafter_faults", "Proposals that broke the drafting contract, cut away.",
+                                 ["drafter", "kind"])
+        strategy_faults = counter("strategy_faults", "Strategy hooks that failed inside TGI; each cost one step of "
+                                  "speculation.", ["hook"])
         if s is not None:
             for reviewer, n in _items(s.drafts):
                 drafts.add_metric([reviewer], n)
@@ -141,8 +145,12 @@ class SpecDecodeCollector(Collector):
             for reviewer, ks in _items(s.current_k):
                 for drafter, k in _items(ks):
                     current_k.add_metric([reviewer, drafter], k)
+            for key, n in _items(s.drafter_faults):
+                drafter_faults.add_metric(key.rsplit(":", 1), n)
+            for hook, n in _items(s.strategy_faults):
+                strategy_faults.add_metric([hook], n)
         yield from (drafts, draft_tokens, accepted, pos_drafts, pos_accepted, off, steps, generated, forwards,
-                    calls, seconds, drafter_forwards, current_k, rate)
+                    calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults)
 
 
 # -- serving ---------------------------------------------------------------------------------------

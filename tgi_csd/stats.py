@@ -24,7 +24,8 @@ class EngineStats:
     """Cumulative counters (never decrease). Keys: `pairs[(reviewer, drafter)]`,
     `positions[(reviewer, p)]` for 0-based position p of a reviewer's draft, `drafts[reviewer]`
     (rows that got a non-empty draft), `calls[drafter]` / `call_seconds[drafter]` (propose calls
-    and their wall time, nested drafting included), `current_k[reviewer][drafter]`, `drafter_faults["drafter:kind"]`."""
+    and their wall time, nested drafting included), `current_k[reviewer][drafter]`, `drafter_faults["drafter:kind"]`,
+    `strategy_faults[hook]`."""
 
     target_forwards: int = 0
     generated_tokens: int = 0
@@ -42,6 +43,9 @@ class EngineStats:
     current_k: dict[str, dict[str, int]] = field(default_factory=dict)
     #: proposals that broke the drafting contract, by "drafter:kind" (rows, length, id, probs)
     drafter_faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: host hooks that failed inside TGI (raised, or broke the [B, S] contract), by hook; each cost the batch
+    #: one step of speculation
+    strategy_faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     drafter_kv_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_peak_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -87,6 +91,7 @@ class EngineStats:
                 for (reviewer, p), s in sorted(self.positions.items())
             },
             "drafter_faults": dict(self.drafter_faults),
+            "strategy_faults": dict(self.strategy_faults),
             "drafter_calls": {name: {"calls": n, "seconds": round(self.call_seconds[name], 4)}
                               for name, n in self.calls.items()},
         }

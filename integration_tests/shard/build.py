@@ -116,12 +116,13 @@ class Shard:
 
     def __init__(self, venv: Path, model: Path, workdir: Path, name: str, speculate: int = 0,
                  strategy: str | None = None, config: str | None = None, dtype: str = "float32",
-                 env_only: bool = False) -> None:
+                 env_only: bool = False, extra_env: dict[str, str] | None = None) -> None:
         self.uds = workdir / f"{name}.sock"
         self.log_path = workdir / f"{name}.log"
         args = ["serve", str(model), "--uds-path", str(self.uds)]
         env = {**os.environ, "ATTENTION": "paged", "PREFIX_CACHING": "0", "HF_HUB_OFFLINE": "1",
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TGI_CSD_SHARD_DTYPE": dtype}
+        env.update(extra_env or {})
         env.pop("SPECULATION_STRATEGY", None)
         env.pop("SPECULATION_CONFIG", None)
         if speculate:

@@ -74,6 +74,13 @@ def tgi_speculation_clear_cache(batch_id, request_ids):
     """Batch `batch_id` (None: every batch) was dropped; the requests `request_ids` are gone."""
 
 
+@hookspec
+def tgi_speculation_fault(hook, error):
+    """Hook `hook` failed inside TGI (`error`: what it raised, or a `StrategyError` for a proposal that broke
+    the `[B, S]` contract); the host decoded that step without speculation. For counting and logging only:
+    an exception raised here is ignored."""
+
+
 @hookspec(firstresult=True)
 def tgi_speculation_stats():
     """A JSON-able dict of the strategy's counters (proposed / accepted draft tokens, forwards, ...)."""

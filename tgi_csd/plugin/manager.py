@@ -9,6 +9,8 @@ shapes every proposal into exactly `[B, S]`.
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +64,7 @@ class StrategyManager:
                           model_id=model_id, dtype=dtype, vocab_size=vocab_size)
         if strategy is None:
             raise StrategyError(f"strategy {name!r}: tgi_speculation_create returned None")
-        return ActiveStrategy(name, strategy, speculate, device)
+        return ActiveStrategy(name, strategy, speculate, device, vocab_size)
 
 
 @dataclass
@@ -80,11 +82,13 @@ class ActiveStrategy:
     a request is announced to the strategy (`add`) once and released once (`filter` / `clear_cache`).
     """
 
-    def __init__(self, name: str, strategy: object, speculate: int, device: Any = None) -> None:
+    def __init__(self, name: str, strategy: object, speculate: int, device: Any = None,
+                 vocab_size: int | None = None) -> None:
         self.name = name
         self.strategy = strategy
         self.speculate = speculate
         self.device = device
+        self.vocab_size = vocab_size
         # Only the strategy object answers the per-batch hooks (its module answered `create`).
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -93,6 +97,7 @@ class ActiveStrategy:
         self.batches: dict[int, list[int]] = {}
         self.live: dict[int, LiveRequest] = {}
         self.proposals = 0
+        self.faults: dict[str, int] = {}
 
     # -- membership ------------------------------------------------------------------------------
     def _set_batch(self, batch_id: int, request_ids: Sequence[int]) -> None:
@@ -188,14 +193,23 @@ class ActiveStrategy:
         self.hook.tgi_speculation_clear_cache(batch_id=batch_id, request_ids=removed)
         return removed
 
+    def fault(self, hook: str, error: BaseException) -> None:
+        """Hook `hook` failed inside TGI and the host decoded that step without speculation: tell the
+        strategy (for its metrics). Its own failure to count is ignored: counting must not fault again."""
+        self.faults[hook] = self.faults.get(hook, 0) + 1
+        with contextlib.suppress(Exception):
+            self.hook.tgi_speculation_fault(hook=hook, error=error)
+
     def stats(self) -> dict:
         stats = self.hook.tgi_speculation_stats() or {}
-        return {"strategy": self.name, "speculate": self.speculate, "proposals": self.proposals, **stats}
+        return {"strategy": self.name, "speculate": self.speculate, "proposals": self.proposals,
+                "faults": dict(self.faults), **stats}
 
     # -- the [B, S] contract ---------------------------------------------------------------------
     def shape(self, result, request_ids: Sequence[int], histories: Sequence[list[int]]):
-        """Pad each row to S (repeating its last draft id, or its last token); refuse more than S.
-        Every row empty: None (no speculative ids this step)."""
+        """Pad each row to S (repeating its last draft id, or its last token); refuse more than S ids in a
+        row and ids outside `[0, vocab_size)` (checked on the host: on a GPU a bad id is a device-side assert
+        that kills the process). Every row empty: None (no speculative ids this step)."""
         import torch
 
         size, width = len(request_ids), self.speculate
@@ -207,9 +221,7 @@ class ActiveStrategy:
                     f"strategy {self.name!r}: proposed a tensor of shape {tuple(result.shape)}; expected [{size}, "
                     f"<= {width}]"
                 )
-            rows = result.tolist() if result.shape[1] != width else None
-            if rows is None:
-                return result.to(device=self.device, dtype=torch.int64)
+            rows = result.tolist()  # the one transfer of the proposal; checked below on the host
         else:
             rows = [list(row) for row in result]
             if len(rows) != size:
@@ -224,6 +236,17 @@ class ActiveStrategy:
                     f"speculate={width}; the verify forward has exactly {width} KV slots per request, so more would "
                     "overwrite another request's cache"
                 )
-            fill = row[-1] if row else (history[-1] if history else 0)
-            padded.append([int(t) for t in row] + [int(fill)] * (width - len(row)))
+            try:
+                ids = [operator.index(t) for t in row]
+            except TypeError as e:
+                raise StrategyError(f"strategy {self.name!r}: proposed a non-integer id for request {request_id}: "
+                                    f"{e}") from e
+            bad = [t for t in ids if not 0 <= t < (self.vocab_size or 2**63)]
+            if bad:
+                raise StrategyError(
+                    f"strategy {self.name!r}: proposed ids {bad[:3]} for request {request_id}, outside the "
+                    f"vocabulary [0, {self.vocab_size})"
+                )
+            fill = ids[-1] if ids else (history[-1] if history else 0)
+            padded.append(ids + [int(fill)] * (width - len(ids)))
         return torch.tensor(padded, dtype=torch.int64, device=self.device).reshape(size, width)

@@ -95,5 +95,9 @@ class TGISeam:
     def clear_cache(self, batch_id: int | None) -> None:
         self.active.clear_cache(batch_id)
 
+    def fault(self, hook: str, error: BaseException) -> None:
+        """The patched server caught `error` from hook `hook` and decoded that step without speculation."""
+        self.active.fault(hook, error)
+
     def stats(self) -> dict:
         return self.active.stats()

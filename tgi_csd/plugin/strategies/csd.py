@@ -78,6 +78,10 @@ class CSDStrategy:
         self.session.drop(list(self.session.ids) if batch_id is None else request_ids)
 
     @hookimpl
+    def tgi_speculation_fault(self, hook):
+        self.stats.strategy_faults[hook] += 1
+
+    @hookimpl
     def tgi_speculation_stats(self):
         report = self.session.refresh_stats().as_dict()
         to_target = [pair for (reviewer, _), pair in self.stats.pairs.items() if reviewer == "target"]
@@ -88,6 +92,7 @@ class CSDStrategy:
             "live_rows": len(self.session.ids),
             "drafts": report["drafts"],
             "drafter_forwards": report["drafter_forwards"],
+            "strategy_faults": report["strategy_faults"],
         }
 
 
