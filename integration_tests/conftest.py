@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,21 @@ def _local_shard_reason() -> str | None:
     return None
 
 
+def work_dir() -> Path:
+    return Path(os.environ.get("TGI_CSD_WORK") or Path.home() / ".cache" / "tgi-csd" / "integration")
+
+
 @pytest.fixture(scope="session")
-def shard_env():
+def logs_dir() -> Path:
+    """Every server's log of the last run, kept for a failure's post-mortem (emptied when a run starts)."""
+    logs = work_dir() / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    return logs
+
+
+@pytest.fixture(scope="session")
+def shard_env(logs_dir):
     reason = _local_shard_reason()
     if reason:
         if os.environ.get("TGI_CSD_REQUIRE_LIVE"):
@@ -56,17 +70,13 @@ def shard_env():
     from integration_tests.shard import build
     from tgi_csd.models import fetch_model
 
-    work = Path(os.environ.get("TGI_CSD_WORK") or Path.home() / ".cache" / "tgi-csd" / "integration")
-    venv = build.prepare(Path(os.environ["TGI_SRC"]) if os.environ.get("TGI_SRC") else None, work)
+    venv = build.prepare(Path(os.environ["TGI_SRC"]) if os.environ.get("TGI_SRC") else None, work_dir())
     model = fetch_model("smollm2-135m")
     runtime = Path(tempfile.mkdtemp(prefix="tgi-csd-shards-"))
     yield {"venv": venv, "stubs": build.client_stubs(venv), "model": model, "work": runtime,
            "tokenizer": AutoTokenizer.from_pretrained(model)}
-    logs = work / "logs"  # every server's log of the last run, for a failure's post-mortem
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir(parents=True)
     for log in runtime.rglob("*.log"):
-        shutil.copy(log, logs / "-".join(log.relative_to(runtime).parts))
+        shutil.copy(log, logs_dir / "-".join(log.relative_to(runtime).parts))
     shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -159,10 +169,11 @@ class ContainerEnv:
     volumes: dict
     network: str
     work: Path
+    logs: Path
 
 
 @pytest.fixture(scope="session")
-def container_env():
+def container_env(logs_dir):
     from integration_tests.chart_container import ContainerSpec, docker_available, prepare_volumes, render
     from tgi_csd.models import fetch_model
 
@@ -177,11 +188,10 @@ def container_env():
     print(f"\ncontainer run settings (from the rendered chart):\n{spec.table()}")
     work = Path(tempfile.mkdtemp(prefix="tgi-csd-containers-"))
     network = f"tgi-csd-{os.getpid()}"
-    import subprocess
-
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
     try:
-        yield ContainerEnv(spec, prepare_volumes(spec, fetch_model("smollm2-135m"), work), network, work)
+        yield ContainerEnv(spec, prepare_volumes(spec, fetch_model("smollm2-135m"), work), network, work,
+                           logs_dir)
     finally:
         subprocess.run(["docker", "network", "rm", network], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -195,14 +205,13 @@ def containers(container_env):
 
     started: dict = {}
     stack = contextlib.ExitStack()
-    logs = Path(os.environ.get("TGI_CSD_WORK") or Path.home() / ".cache" / "tgi-csd" / "integration") / "logs"
 
     def get(name: str):
         if name not in started:
             spec = container_env.spec
             args = {"csd": spec.args, "plain": without_speculation(spec.args)}[name]
             started[name] = stack.enter_context(run_container(
-                spec, container_env.volumes, name, args, log_dir=logs, network=container_env.network,
+                spec, container_env.volumes, name, args, log_dir=container_env.logs, network=container_env.network,
                 alias=spec.service["metadata"]["name"] if name == "csd" else None))
         return started[name]
 
