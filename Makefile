@@ -65,7 +65,7 @@ tgi: $(RUNNER)/.installed
 	$(RUNNER)/bin/nox -s tgi
 
 # The CPU test image (TGI + tgi-csd from Debian packages, PyPI and crates.io: no registry; needs root and a
-# Docker engine). Cached by its inputs' hash; prints DOCKER_IMAGE=tgi-csd-cpu:<key>.
+# Docker engine). Cached by its inputs' hash; prints TGI_CSD_IMAGE=tgi-csd-cpu:<key> (what the integration suite reads).
 image-cpu: $(RUNNER)/.installed
 	$(RUNNER)/bin/nox -s image-cpu
 

@@ -252,7 +252,7 @@ def main() -> None:
     size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], capture_output=True, text=True,
                           check=True).stdout.strip()
     log(f"image size: {int(size) / 2**30:.2f} GiB")
-    print(f"DOCKER_IMAGE={tag}")
+    print(f"TGI_CSD_IMAGE={tag}")
 
 
 if __name__ == "__main__":
