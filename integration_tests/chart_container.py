@@ -1,6 +1,6 @@
 """The container tier's launcher: the chart decides how the container runs, docker runs it.
 
-`render(values, image)` runs `helm template` on `charts/tgi-csd` and reads the Deployment's container spec,
+`render(image, values)` runs `helm template` on `charts/tgi-csd` and reads the Deployment's container spec,
 the cascade ConfigMap, the Service, the ServiceMonitor and the `helm test` pod. `ContainerSpec.docker_args`
 turns the container spec into `docker run` options, one Kubernetes field to one docker option:
 
@@ -55,14 +55,14 @@ def helm_binary() -> Path:
     return helm("helm4")
 
 
-def render(image: str, values: Path = CPU_VALUES, overrides: dict | None = None) -> dict[str, list[dict]]:
-    """The chart's manifests for `values` (+ `overrides`) with `image` (`repo:tag`), by kind."""
+def render(image: str, values: Path = CPU_VALUES) -> dict[str, list[dict]]:
+    """The chart's manifests for `values` with `image` (`repo:tag`), by kind."""
     repository, tag = image.rsplit(":", 1)
     home = Path(tempfile.mkdtemp(prefix="tgi-csd-helm-"))
     env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
            "HELM_DATA_HOME": str(home / "data")}
-    extra = home / "overrides.yaml"
-    extra.write_text(yaml.safe_dump({"image": {"repository": repository, "tag": tag}, **(overrides or {})}))
+    extra = home / "image.yaml"
+    extra.write_text(yaml.safe_dump({"image": {"repository": repository, "tag": tag}}))
     try:
         out = subprocess.run([str(helm_binary()), "template", RELEASE, str(CHART), "-f", str(values), "-f",
                               str(extra)], capture_output=True, text=True, env=env, timeout=120)
