@@ -5,9 +5,14 @@ separate server; the launcher refuses bad strategy flags with the plugin's one-l
 
 from __future__ import annotations
 
-import pytest
+import re
+import time
 
-from integration_tests.live import SPECULATE
+import pytest
+import yaml
+
+from integration_tests.live import SPECULATE, live_server
+from integration_tests.shardable_model import shardable_model
 
 
 def test_stock_speculation_names_no_strategy(live_servers):
@@ -30,3 +35,26 @@ def test_a_strategy_without_speculate_is_refused_by_the_launcher(live_env):
     status, output = live_env.run_to_exit("nospec", strategy="csd")
     assert status != 0
     assert "`--speculation-strategy csd` needs `--speculate N` (N > 0)" in output
+
+
+def test_tensor_parallel_csd_adaptive_identical_to_one_shard(live_env, greedy):
+    """`--num-shard 2` (gloo on CPU): only rank 0 runs csd with `adaptive:`, whose on/off choice each step
+    follows rank 0's own timings; its broadcast keeps both ranks verifying the same ids. Exact against one
+    shard without speculation, and no hang (the workload finishes within the client's timeout)."""
+    model = shardable_model(live_env.work.parent / "shardable-llama", live_env.model)
+    config = live_env.work / "tp-adaptive.yaml"
+    config.write_text(yaml.safe_dump({"target": {"model": "shard"}, "drafters": [{"type": "mag"}],
+                                      "k_matrix": [[SPECULATE]], "adaptive": {}}))
+    with live_server(live_env.bin_dir, live_env.venv, model, live_env.work, "tp-plain") as plain:
+        reference = greedy(plain)
+    with live_server(live_env.bin_dir, live_env.venv, model, live_env.work, "tp-csd", speculate=SPECULATE,
+                     strategy="csd", config=str(config), extra=("--num-shard", "2")) as sharded:
+        started = time.monotonic()
+        outputs = greedy(sharded)
+        print(f"\n--num-shard 2, csd adaptive: {sum(map(len, outputs))} tokens in {time.monotonic() - started:.1f} s")
+        log = sharded.log_path.read_text(errors="replace")
+        skipped = re.search(r"^tgi_request_skipped_tokens_sum(?:\{[^}]*\})? ([0-9.e+]+)$", sharded.get("/metrics"),
+                            re.M)
+    assert outputs == reference
+    assert "Using speculation strategy csd" in log and "rank 1 verifies rank 0's proposals" in log
+    assert skipped and float(skipped.group(1)) > 0  # rank 0's drafts were verified by both ranks

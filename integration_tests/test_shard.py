@@ -7,8 +7,12 @@ the batch shape either. One bf16 comparison at the end records what bf16 changes
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
+from integration_tests.shard import build
 from integration_tests.shard.client import Spec
 from integration_tests.workload import PROMPTS
 
@@ -157,3 +161,21 @@ def test_bf16_records_what_changes(shards):
         assert a.tokens[0] == b.tokens[0]  # the prefill forward is the same computation
         same = next((i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), len(a.tokens))
         print(f"bf16: csd and speculate 0 agree on the first {same}/{len(a.tokens)} tokens")
+
+
+def test_flashinfer_ragged_table_covers_every_verify_row(shard_env):
+    """flashinfer, TGI's default GPU attention, is handed a ragged block table: `shard/ragged_check.py`
+    computes, in TGI's own code on CPU, which KV slots each query row of a verify forward (3 requests,
+    4 ids each) would read. Upstream builds the table from the 3 request lengths, so rows read past its
+    end (huggingface/text-generation-inference#2997); the patched server's covers all 12 rows exactly,
+    and without speculation it is upstream's table."""
+    venv = shard_env["venv"]
+    out = subprocess.run([str(venv / "bin" / "python"), str(build.HERE / "ragged_check.py")],
+                         env=build.environment(venv), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nflashinfer ragged table, {report['rows']} verify rows: {report}")
+    assert report["upstream"]["rows_past_the_end"] > 0  # the upstream bug, shown
+    assert report["patched"]["correct_rows"] == report["rows"]
+    assert report["patched"]["table_entries"] == report["patched"]["needed_entries"]
+    assert report["plain_unchanged"]

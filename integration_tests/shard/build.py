@@ -111,6 +111,17 @@ def has_real_ipex(venv: Path) -> bool:
     return out.stdout.strip() == "True"
 
 
+def environment(venv: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What TGI's server needs on CPU: paged attention, no prefix caching, offline, IPEX (or the stand-in)."""
+    env = {**os.environ, "ATTENTION": "paged", "PREFIX_CACHING": "0", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(extra or {})}
+    env.pop("SPECULATION_STRATEGY", None)
+    env.pop("SPECULATION_CONFIG", None)
+    if not has_real_ipex(venv):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STANDIN), env.get("PYTHONPATH")]))
+    return env
+
+
 class Shard:
     """One `text-generation-server serve` process on a unix socket."""
 
@@ -120,11 +131,7 @@ class Shard:
         self.uds = workdir / f"{name}.sock"
         self.log_path = workdir / f"{name}.log"
         args = ["serve", str(model), "--uds-path", str(self.uds)]
-        env = {**os.environ, "ATTENTION": "paged", "PREFIX_CACHING": "0", "HF_HUB_OFFLINE": "1",
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TGI_CSD_SHARD_DTYPE": dtype}
-        env.update(extra_env or {})
-        env.pop("SPECULATION_STRATEGY", None)
-        env.pop("SPECULATION_CONFIG", None)
+        env = environment(venv, {"TGI_CSD_SHARD_DTYPE": dtype, **(extra_env or {})})
         if speculate:
             args += ["--speculate", str(speculate)]
         if strategy and env_only:  # what an unpatched launcher does: the shard reads the environment
@@ -133,8 +140,6 @@ class Shard:
                 env["SPECULATION_CONFIG"] = config
         elif strategy:
             args += ["--speculation-strategy", strategy] + (["--speculation-config", config] if config else [])
-        if not has_real_ipex(venv):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STANDIN), env.get("PYTHONPATH")]))
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen([str(venv / "bin" / "python"), str(HERE / "serve.py"), *args], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)

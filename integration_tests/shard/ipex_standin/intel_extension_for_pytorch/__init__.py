@@ -3,8 +3,8 @@
 Test-only (the integration suite puts this folder first on the shard's PYTHONPATH when the real
 IPEX is not installable, e.g. with a torch it has no build for). With it TGI takes `SYSTEM="ipex"`
 on CPU, so `FlashCausalLM` with the paged KV cache (layout `[blocks, kv_heads, BLOCK, head_dim]`)
-runs, and with it the speculative verify path. Slow but exact: every op is the textbook formula
-in the input dtype (norms in float32, like HF).
+runs, and with it the speculative verify path; its collectives are torch's gloo, so `--num-shard N`
+runs too. Slow but exact: every op is the textbook formula in the input dtype (norms in float32, like HF).
 """
 
 from __future__ import annotations
@@ -125,5 +125,17 @@ llm.functional = _module(
 llm.modules = _module("llm.modules", PagedAttention=PagedAttention, GatedMLPMOE=_Unavailable)
 llm.quantization = _module("llm.quantization", IPEXWeightOnlyQuantizedLinear=_Unavailable, QuantMethod=None,
                            QuantDtype=None)
-distributed = _module("distributed", all_reduce=None, all_gather=None, all_gather_into_tensor=None,
-                      init_process_group=None)
+def init_process_group(backend, world_size, rank, timeout, pg_options=None):
+    """IPEX's oneCCL process group, here torch's gloo (TGI's `--num-shard N` on CPU)."""
+    torch.distributed.init_process_group(backend="gloo", world_size=world_size, rank=rank, timeout=timeout)
+
+
+def all_gather_into_tensor(output, input, group=None):
+    """torch's semantics: `output`'s storage is the ranks' inputs back to back."""
+    parts = [torch.empty_like(input) for _ in range(torch.distributed.get_world_size(group))]
+    torch.distributed.all_gather(parts, input.contiguous(), group=group)
+    output.view(-1).copy_(torch.cat([part.reshape(-1) for part in parts]))
+
+
+distributed = _module("distributed", all_reduce=torch.distributed.all_reduce, all_gather=torch.distributed.all_gather,
+                      all_gather_into_tensor=all_gather_into_tensor, init_process_group=init_process_group)
