@@ -48,6 +48,9 @@ def lint(session: nox.Session) -> None:
     install_lock(session, "lint", project=False)
     session.run("ruff", "--version")
     session.run("ruff", "check", ".")
+    session.run("hadolint", "patches/Dockerfile")
+    session.run("shellcheck", *sorted(str(p) for p in [*Path("patches").glob("*.sh"), *Path("scripts").glob("*.sh")]),
+                ".ci/run")
 
 
 @nox.session

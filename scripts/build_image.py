@@ -219,7 +219,8 @@ def build(bin_dir: Path) -> str:
         run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(base)])
         install(rootfs, bin_dir)
         changes = [f"ENV {key}={value}" for key, value in ENV.items()]
-        changes += ["WORKDIR /usr/src", 'ENTRYPOINT ["text-generation-launcher"]', "CMD []"]
+        # As patches/Dockerfile: the chart's user, in a folder it can write (the router's tokenizer copy).
+        changes += ["WORKDIR /tmp", "USER 10001:10001", 'ENTRYPOINT ["text-generation-launcher"]', "CMD []"]
         command = ["docker", "import", *(arg for change in changes for arg in ("--change", change)), "-", tag]
         log("$ tar -C rootfs -c . | " + " ".join(command))
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)

@@ -7,7 +7,8 @@
    each with its reason: the router's `outlines-core` is a GitHub dependency (unreachable here), so the
    tree takes crates.io's 0.1.0 (the same `json_schema::to_regex`, used only for JSON-schema grammars);
    this machine's Rust 1.95 rejects `metrics` 0.23.0, so the lock takes 0.23.1 (that fix alone).
-3. `cargo build --locked` of `text-generation-launcher` and `text-generation-router-v3` with the machine's
+3. `patches/build-binaries.sh` (`cargo build --locked` of `text-generation-launcher` and
+   `text-generation-router-v3`, the image recipe's Rust stage too) with the machine's
    Rust toolchain (TGI's `rust-toolchain.toml` pins 1.85.1, which this machine cannot fetch; `RUSTUP_TOOLCHAIN`
    overrides it), protoc from the system (Debian's `protobuf-compiler`) and the Python headers of the
    running interpreter (pyo3). The cargo target folder is keyed by the series' hash too, so a second run
@@ -37,7 +38,6 @@ REPO = Path(__file__).resolve().parent.parent
 SERIES = REPO / "patches"
 ARCHIVE = Path(os.environ.get("TGI_ARCHIVE", REPO.parent / "shared" / "tgi" / "text-generation-inference-3.3.7.tar.gz"))
 WORK = Path(os.environ.get("TGI_CSD_WORK") or Path.home() / ".cache" / "tgi-csd") / "tgi-build"
-PACKAGES = ["text-generation-launcher", "text-generation-router-v3"]
 BINARIES = ["text-generation-launcher", "text-generation-router"]
 BUILD_VERSION = "4"  # bump when this recipe changes what it builds
 CRATES_IO = 'source = "registry+https://github.com/rust-lang/crates.io-index"'
@@ -71,8 +71,10 @@ def series_key() -> str:
 
 
 def build_key(series: str) -> str:
-    """The series plus this recipe (its adjustments): what the tree and the binaries are keyed by."""
-    return hashlib.sha256(f"{series}:{BUILD_VERSION}:{ADJUSTMENTS!r}".encode()).hexdigest()[:12]
+    """The series plus this recipe (its adjustments, the build script): what the tree and the binaries are
+    keyed by."""
+    script = (SERIES / "build-binaries.sh").read_text()
+    return hashlib.sha256(f"{series}:{BUILD_VERSION}:{ADJUSTMENTS!r}:{script}".encode()).hexdigest()[:12]
 
 
 def run(command: list[str], **kwargs) -> None:
@@ -142,10 +144,7 @@ def build(series: str) -> Path:
         "PYO3_PYTHON": sys.executable,
     }
     started = time.monotonic()
-    command = ["cargo", "build", "--locked"]
-    for package in PACKAGES:
-        command += ["-p", package]
-    run(command, cwd=tree, env=env)
+    run(["sh", str(SERIES / "build-binaries.sh")], cwd=tree, env={**env, "PROFILE": "dev"})
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in BINARIES:
         shutil.copy2(target / "debug" / name, bin_dir / name)
