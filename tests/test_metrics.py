@@ -267,3 +267,20 @@ def test_faults_are_exported_by_drafter_kind_and_by_hook(served):
     samples = scrape(served(lambda: stats).port)
     assert value(samples, "tgi_csd_drafter_faults_total", drafter="layers4", kind="id") == 2
     assert by_label(samples, "tgi_csd_strategy_faults_total", "hook") == {"propose": 3, "filter": 1}
+
+
+def test_each_model_drafters_memory_is_exported(target, served):
+    """Weights (each storage once) and KV now and at its peak, per model drafter."""
+    engine = build_engine(target, "csd")
+    engine.generate(requests(8))
+    samples = scrape(served(engine_stats(engine)).port)
+    drafters = engine.session.model_drafters
+    assert [d.name for d in drafters] == ["big", "small"]
+    for drafter in drafters:
+        weights = value(samples, "tgi_csd_drafter_memory_bytes", drafter=drafter.name, kind="weights")
+        assert weights == drafter.runner.weight_bytes > 0
+        assert value(samples, "tgi_csd_drafter_memory_bytes", drafter=drafter.name, kind="kv") \
+            == drafter.runner.cache.nbytes
+        assert value(samples, "tgi_csd_drafter_memory_bytes", drafter=drafter.name, kind="kv_peak") > 0
+    big, small = (value(samples, "tgi_csd_drafter_memory_bytes", drafter=n, kind="weights") for n in ("big", "small"))
+    assert big > small  # 3 layers against 1, over the same embeddings and head

@@ -1,4 +1,5 @@
-"""ModelDrafter's `min_confidence`: the same greedy draft, ended before the first unsure token."""
+"""ModelDrafter's `min_confidence` (the same greedy draft, ended before the first unsure token) and
+`prefill_chunk` (a joining prompt reaches the drafter a chunk per step)."""
 
 import pytest
 import torch
@@ -47,3 +48,28 @@ def test_min_confidence_ends_each_draft_before_its_first_unsure_token():
 def test_min_confidence_is_for_greedy_drafting_only():
     with pytest.raises(ValueError, match="greedy"):
         ModelDrafter("d", ModelRunner(tiny_llama(), "d"), sample=True, min_confidence=0.5)
+
+
+def test_prefill_chunk_bounds_each_steps_catch_up_and_outputs_stay_exact():
+    """Long prompts reach a cut drafter `prefill_chunk` tokens per step, while MaG drafts for those rows; no
+    drafter forward feeds a row more than the chunk plus one draft, and outputs equal the target's greedy."""
+    from helpers import StubTokenizer, hf_greedy
+    from tgi_csd.builder import ModelLevel
+    from tgi_csd.drafters.mag import MaGDrafter
+    from tgi_csd.engine import Engine, Request
+    from tgi_csd.models import cut_from_target
+
+    target = tiny_llama(vocab=64, layers=4, init=0.4)
+    prompts = [[(7 * i + j * j) % 60 + 2 for j in range(30 + 5 * i)] for i in range(3)]
+    chunk, k = 8, 3
+    runner = ModelRunner(cut_from_target(target, 2), "cut")
+    widths: list[int] = []
+    observe = runner.cost.observe
+    runner.cost.observe = lambda tokens, seconds: (widths.append(tokens), observe(tokens, seconds))
+    level = ModelLevel("cut", runner, prefill_chunk=chunk)
+    engine = Engine.assemble(ModelRunner(target, "target"), [level, MaGDrafter(None)], [[k, 2], [0, 2]],
+                             StubTokenizer())
+    results = engine.generate([Request(prompt_ids=p, max_new_tokens=12) for p in prompts])
+    assert [r.token_ids for r in results] == [hf_greedy(target, p, 12) for p in prompts]
+    assert max(widths) <= len(prompts) * (chunk + k)  # rows x widest row: never a whole prompt (30-40 tokens)
+    assert runner.forwards > 0 and engine.stats.pairs["target", "mag"].proposed > 0

@@ -220,3 +220,26 @@ def test_truncated_adapter_files_are_one_clear_error(tmp_path):
             with pytest.raises(ConfigError, match=rf"adapter: cannot read {path} "):
                 apply_adapter(cut_from_target(target, 2), str(adapter), fingerprint, 2)
         path.write_bytes(whole)
+
+
+def test_target_prefix_reads_only_the_layers_its_cuts_keep(tmp_path):
+    """`load_target_prefix` (the TGI strategy's source of layer cuts) holds the first N layers only, yet its
+    cuts equal cuts of the whole target (same logits) and it fingerprints as the whole target."""
+    from tgi_csd.adapters import target_fingerprint
+    from tgi_csd.models import load_model, load_target_prefix, load_tokenizer
+    from tgi_csd.runner import ModelRunner
+
+    folder = save_tiny_model_dir(tmp_path / "tiny", layers=4)
+    whole, prefix = load_model(folder), load_target_prefix(folder, 2)
+    assert len(prefix.model.layers) == 2 and prefix.config.num_hidden_layers == 4
+    ids = torch.tensor([[3, 4, 5, 6, 3, 4]])
+    with torch.no_grad():
+        for layers in (1, 2):
+            assert torch.equal(cut_from_target(prefix, layers)(ids).logits, cut_from_target(whole, layers)(ids).logits)
+    tokenizer = load_tokenizer(folder)
+    assert target_fingerprint(prefix, tokenizer) == target_fingerprint(whole, tokenizer)
+    assert ModelRunner(prefix, "p").weight_bytes < 0.75 * ModelRunner(whole, "w").weight_bytes
+    with pytest.raises(ConfigError, match="3 layers asked of a target loaded with its first 2 only"):
+        cut_from_target(prefix, 3)
+    with pytest.raises(ConfigError, match="must be in 1..3"):
+        load_target_prefix(folder, 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy
@@ -320,6 +321,53 @@ def test_csd_state_follows_requests_through_filter_concatenate_clear(tmp_path, t
             assert drafter.runner.cached == []
         if hasattr(drafter, "indexes"):
             assert drafter.indexes == []
+
+
+def test_csd_drafters_take_the_shards_device_and_dtype_unless_the_config_sets_them(tmp_path, tiny_model_dir):
+    """Inside TGI a cut drafter runs on the shard's device in its dtype (here CPU, bfloat16), takes joining
+    prompts in chunks; a `target.dtype` in the config overrides the shard's; the memory it holds is reported."""
+    from helpers import StubTokenizer
+
+    drafters = [{"type": "model", "name": "cut", "from_target_layers": 2}, {"type": "mag", "bigram": None}]
+    config = write_config(tmp_path, drafters, [[2, 2], [0, 1]])
+
+    def cut_runner(config_path):
+        active = StrategyManager().create("csd", speculate=4, tokenizer=StubTokenizer(), config=config_path,
+                                          model_id=str(tiny_model_dir), vocab_size=64, device=torch.device("cpu"),
+                                          dtype=torch.bfloat16)
+        return active, active.strategy.session.model_drafters[0].runner
+
+    active, runner = cut_runner(config)
+    assert runner.model.dtype == torch.bfloat16 and runner.model.device.type == "cpu"
+    assert len(runner.model.model.layers) == 2
+    from tgi_csd.plugin.strategies.csd import DEFAULT_PREFILL_CHUNK
+
+    assert active.strategy.session.model_drafters[0].prefill_chunk == DEFAULT_PREFILL_CHUNK  # bounded joins
+    history = [5, 6, 7, 5, 6]
+    active.add(0, [1], [history])
+    active.propose(0, [1], [history], [1])
+    stats = active.strategy.session.refresh_stats()
+    assert stats.drafter_weight_bytes["cut"] == runner.weight_bytes > 0 and stats.drafter_kv_bytes["cut"] > 0
+    explicit = tmp_path / "explicit.yaml"
+    data = yaml.safe_load(Path(config).read_text())
+    data["target"]["dtype"] = "float32"
+    explicit.write_text(yaml.safe_dump(data))
+    assert cut_runner(str(explicit))[1].model.dtype == torch.float32
+
+
+def test_csd_refuses_a_shard_dtype_drafters_cannot_take(tmp_path):
+    config = write_config(tmp_path, [{"type": "mag", "bigram": None}], [[4]])
+    from helpers import StubTokenizer
+
+    with pytest.raises(ConfigError, match="shard's dtype float8_e4m3fn.*set target.dtype"):
+        StrategyManager().create("csd", speculate=4, tokenizer=StubTokenizer(), config=config, vocab_size=64,
+                                 dtype=torch.float8_e4m3fn)
+
+
+def test_default_drafter_kv_budget_is_for_accelerators_only():
+    from tgi_csd.plugin.strategies.csd import default_kv_budget_mb
+
+    assert default_kv_budget_mb("cpu") is None
 
 
 def test_csd_default_config_is_mag_with_k_equal_S(tmp_path):

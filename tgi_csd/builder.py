@@ -39,12 +39,13 @@ from tgi_csd.stats import EngineStats
 
 # -- stage 1: the assets -------------------------------------------------------------------------------
 def drafter_model(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, tokenizer, dtype: str, vocab: int,
-                  loaded: dict[tuple[Path, str], PreTrainedModel]) -> PreTrainedModel:
+                  loaded: dict[tuple[Path, str], PreTrainedModel], device: str = "cpu") -> PreTrainedModel:
     """A model drafter's HF model: cut from `target_model` or loaded, then its adapter applied (merged or not).
 
     `loaded` caches separate models by folder and dtype, so drafters naming one model share its weights
     (each keeps its own unmerged adapter). `target_model` may be None only when the drafter is a separate
-    model; then an adapter's target binding cannot be checked and is not.
+    model; then an adapter's target binding cannot be checked and is not. A separate model loads onto
+    `device`; a cut lives where `target_model` does.
     """
     from tgi_csd import models
 
@@ -58,7 +59,7 @@ def drafter_model(spec: ModelDrafterSpec, target_model: PreTrainedModel | None, 
             raise ConfigError(f"drafters.{spec.name}.model: its tokenizer differs from the target's; "
                               "a drafter must share the target's vocabulary")
         if (folder, dtype) not in loaded:
-            loaded[folder, dtype] = models.load_model(folder, dtype)
+            loaded[folder, dtype] = models.load_model(folder, dtype, device)
         model = loaded[folder, dtype]
     drafter_vocab = model.get_output_embeddings().weight.shape[0]
     if drafter_vocab != vocab:
@@ -96,13 +97,13 @@ class DrafterAssets:
 
     @classmethod
     def load(cls, specs: list[DrafterSpec], target_model: PreTrainedModel | None, tokenizer, dtype: str,
-             vocab: int) -> DrafterAssets:
+             vocab: int, device: str = "cpu") -> DrafterAssets:
         loaded: dict[tuple[Path, str], PreTrainedModel] = {}
         tables: dict[str | None, BigramTable | None] = {}
         assets = cls({}, {})
         for spec in specs:
             if isinstance(spec, ModelDrafterSpec):
-                assets.models[spec.name] = drafter_model(spec, target_model, tokenizer, dtype, vocab, loaded)
+                assets.models[spec.name] = drafter_model(spec, target_model, tokenizer, dtype, vocab, loaded, device)
             elif isinstance(spec, MaGSpec):
                 if spec.bigram not in tables:
                     tables[spec.bigram] = bigram_table(spec.bigram, tokenizer, vocab)
@@ -122,9 +123,11 @@ class ModelLevel:
     leniency: float | None = None
     sample: bool = False
     min_confidence: float | None = None
+    prefill_chunk: int | None = None
 
     def build(self, below: HorizontalCascade | None) -> ModelDrafter:
-        return ModelDrafter(self.name, self.runner, below, self.leniency, self.sample, self.min_confidence)
+        return ModelDrafter(self.name, self.runner, below, self.leniency, self.sample, self.min_confidence,
+                            self.prefill_chunk)
 
 
 Level = ModelLevel | Drafter
@@ -182,7 +185,8 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
     for spec in config.drafters:
         if isinstance(spec, ModelDrafterSpec):
             runner = ModelRunner(assets.models[spec.name], spec.name, config.cpu_kernel)
-            levels.append(ModelLevel(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence))
+            levels.append(ModelLevel(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence,
+                                     spec.prefill_chunk))
         elif isinstance(spec, MaGSpec):
             levels.append(MaGDrafter(assets.bigrams[spec.name], spec.name, spec.max_ngram, spec.min_ngram,
                                      spec.lead_ngram))

@@ -20,7 +20,14 @@ class _Strict(BaseModel):
 
 class TargetSpec(_Strict):
     model: str = Field(description="a name from `tgi-csd models list`, or a folder with safetensors weights")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="the target's and the drafters' dtype; inside TGI the drafters take the shard's "
+        "dtype unless this is set"
+    )
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda|xpu)(:[0-9]+)?$", description="torch device of the target and the drafters "
+        "('cpu', 'cuda', 'cuda:1'); inside TGI the drafters run on the shard's device unless this is set"
+    )
 
 
 class ModelDrafterSpec(_Strict):
@@ -46,6 +53,11 @@ class ModelDrafterSpec(_Strict):
         None, gt=0.0, lt=1.0, description="end a row's draft before the first token this model gives less "
         "than this probability: shorter drafts of the same tokens, and no verify work where the drafter is "
         "unsure (greedy drafting only)"
+    )
+    prefill_chunk: int | None = Field(
+        None, ge=1, description="bound on a joining request's prefill in this drafter: a row whose cache lags "
+        "its sequence by more tokens than this is fed this many per step, and the drafters below draft for it "
+        "until it has caught up; null = the whole prompt at once (inside TGI the default is 256)"
     )
 
     @model_validator(mode="after")

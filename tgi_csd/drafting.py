@@ -101,8 +101,11 @@ class DraftingSession:
         return [d for d in self.drafters if isinstance(d, ModelDrafter)]
 
     def track_memory(self) -> None:
-        """The model drafters' KV bytes now, and the largest seen at any call (call it after every step)."""
+        """The model drafters' weight bytes, KV bytes now, and the largest KV seen at any call (call it after
+        every step). A drafter's weights count every tensor it reads, shared ones (a cut's layers, a base
+        under unmerged adapters) included."""
         for drafter in self.model_drafters:
+            self.stats.drafter_weight_bytes[drafter.name] = drafter.runner.weight_bytes
             nbytes = drafter.runner.cache.nbytes
             self.stats.drafter_kv_bytes[drafter.name] = nbytes
             peak = self.stats.drafter_kv_peak_bytes.get(drafter.name, 0)

@@ -101,9 +101,10 @@ class Engine:
 
         target_dir = models.resolve_model(config.target.model)
         tokenizer = models.load_tokenizer(target_dir)
-        target_model = models.load_model(target_dir, config.target.dtype)
+        target_model = models.load_model(target_dir, config.target.dtype, config.target.device)
         vocab = target_model.get_output_embeddings().weight.shape[0]
-        assets = DrafterAssets.load(config.drafters, target_model, tokenizer, config.target.dtype, vocab)
+        assets = DrafterAssets.load(config.drafters, target_model, tokenizer, config.target.dtype, vocab,
+                                    config.target.device)
         target = ModelRunner(target_model, "target", config.cpu_kernel)
         budget = None if config.target_kv_budget_mb is None else int(config.target_kv_budget_mb * 2**20)
         return cls(target, build_session(config, assets, vocab, target_cost=target.cost), tokenizer, budget)

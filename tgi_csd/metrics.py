@@ -118,6 +118,8 @@ class SpecDecodeCollector(Collector):
                      ["reviewer", "drafter"])
         drafter_faults = counter("drafter_faults", "Proposals that broke the drafting contract, cut away.",
                                  ["drafter", "kind"])
+        memory = gauge("drafter_memory_bytes", "A model drafter's memory: its weights (tensors it shares with "
+                       "other drafters counted in each), its KV cache now and at its peak.", ["drafter", "kind"])
         strategy_faults = counter("strategy_faults", "Strategy hooks that failed inside TGI; each cost one step of "
                                   "speculation.", ["hook"])
         if s is not None:
@@ -149,8 +151,12 @@ class SpecDecodeCollector(Collector):
                 drafter_faults.add_metric(key.rsplit(":", 1), n)
             for hook, n in _items(s.strategy_faults):
                 strategy_faults.add_metric([hook], n)
+            for kind, sizes in (("weights", s.drafter_weight_bytes), ("kv", s.drafter_kv_bytes),
+                                ("kv_peak", s.drafter_kv_peak_bytes)):
+                for drafter, n in _items(sizes):
+                    memory.add_metric([drafter, kind], n)
         yield from (drafts, draft_tokens, accepted, pos_drafts, pos_accepted, off, steps, generated, forwards,
-                    calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults)
+                    calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults, memory)
 
 
 # -- serving ---------------------------------------------------------------------------------------

@@ -137,11 +137,51 @@ def resolve_model(spec: str) -> Path:
     return folder
 
 
-def load_model(folder: Path, dtype: str = "float32") -> PreTrainedModel:
-    """Safetensors only, never remote code."""
+def load_model(folder: Path, dtype: str = "float32", device: str = "cpu", *,
+               config: transformers.PretrainedConfig | None = None) -> PreTrainedModel:
+    """Safetensors only, never remote code; weights go straight to `device`. With `config`, the checkpoint is
+    read into that architecture (tensors the config has no place for are never loaded)."""
+    kwargs = {} if config is None else {"config": config}
+    if torch.device(device).type != "cpu":
+        kwargs["device_map"] = {"": device}
     return AutoModelForCausalLM.from_pretrained(
-        folder, use_safetensors=True, trust_remote_code=False, **{DTYPE_KWARG: getattr(torch, dtype)}
+        folder, use_safetensors=True, trust_remote_code=False, **{DTYPE_KWARG: getattr(torch, dtype)}, **kwargs
     ).eval()
+
+
+def load_target_prefix(folder: Path, layers: int, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+    """The target in `folder` with only its first `layers` decoder layers read from the checkpoint (plus its
+    embeddings, final norm and head): what `cut_from_target` needs for drafters of up to `layers` layers,
+    never a whole copy of the target.
+
+    Invariant: its `config` still describes the whole target (`num_hidden_layers` included), so cut bounds and
+    adapter fingerprints are those of the whole target; it is a source of cuts, never run itself.
+    """
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    total = config.num_hidden_layers
+    if not 1 <= layers < total:
+        raise ConfigError(f"from_target_layers: must be in 1..{total - 1} for this target, got {layers}")
+    prefix = copy.deepcopy(config)
+    prefix.num_hidden_layers = layers
+    if getattr(prefix, "layer_types", None):
+        prefix.layer_types = prefix.layer_types[:layers]
+    with _quiet_unused_weights():
+        model = load_model(folder, dtype, device, config=prefix)
+    model.config.num_hidden_layers = total
+    if getattr(config, "layer_types", None):
+        model.config.layer_types = config.layer_types
+    return model
+
+
+class _quiet_unused_weights:
+    """transformers warns about every checkpoint tensor a config leaves out: here that is the point."""
+
+    def __enter__(self) -> None:
+        self.level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+
+    def __exit__(self, *_: object) -> None:
+        transformers.logging.set_verbosity(self.level)
 
 
 def load_tokenizer(folder: Path):
@@ -163,6 +203,9 @@ def cut_from_target(target: PreTrainedModel, layers: int) -> PreTrainedModel:
     body = getattr(target, "model", None)
     if body is None or not hasattr(body, "layers") or not hasattr(body, "norm"):
         raise ConfigError("from_target_layers: needs a Llama-style target (model.layers, model.norm); use `model`")
+    if layers > len(body.layers):
+        raise ConfigError(f"from_target_layers: {layers} layers asked of a target loaded with its first "
+                          f"{len(body.layers)} only")
     config = copy.deepcopy(target.config)
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):

@@ -51,6 +51,9 @@ class ModelRunner:
         self.forwards = 0
         self.forward_seconds = 0.0
         self.cost = SizeCost()  # seconds per forward by tokens fed (rows x padded width)
+        #: bytes of the parameters and buffers the model reads, each tensor's storage counted once
+        self.weight_bytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                                 for t in [*model.parameters(), *model.buffers()]}.values())
 
     def limit_kv(self, budget_bytes: int) -> None:
         """Cap the KV buffers at `budget_bytes` (a `BudgetedKVCache`); only before any row joins."""

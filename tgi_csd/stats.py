@@ -46,6 +46,7 @@ class EngineStats:
     #: host hooks that failed inside TGI (raised, or broke the [B, S] contract), by hook; each cost the batch
     #: one step of speculation
     strategy_faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    drafter_weight_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_peak_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -74,6 +75,7 @@ class EngineStats:
                 "overhead": round(self.overhead_seconds, 4),
             },
             "drafter_forwards": dict(self.drafter_forwards),
+            "drafter_weight_mib": {name: round(n / 2**20, 3) for name, n in self.drafter_weight_bytes.items()},
             "drafter_kv_mib": {
                 name: {"now": round(n / 2**20, 3), "peak": round(self.drafter_kv_peak_bytes[name] / 2**20, 3)}
                 for name, n in self.drafter_kv_bytes.items()

@@ -32,6 +32,11 @@ class TokenSeq:
         """This sequence followed by `more` (copies only the tail)."""
         return TokenSeq(self.history, self.tail + more)
 
+    def prefix(self, count: int) -> TokenSeq:
+        """The first `count` tokens (copies them)."""
+        n = len(self.history)
+        return TokenSeq(self.history[:count]) if count <= n else TokenSeq(self.history, self.tail[:count - n])
+
     def last(self, count: int) -> list[int]:
         """The last `count` tokens (fewer if the sequence is shorter)."""
         return self.suffix(max(0, len(self) - count))

@@ -24,10 +24,10 @@ class BenchModels:
         folder = models.resolve_model(config.target.model)
         self.config = config
         self.tokenizer = models.load_tokenizer(folder)
-        self.target: PreTrainedModel = models.load_model(folder, config.target.dtype)
+        self.target: PreTrainedModel = models.load_model(folder, config.target.dtype, config.target.device)
         self.vocab = self.target.get_output_embeddings().weight.shape[0]
         self.assets = DrafterAssets.load(config.drafters, self.target, self.tokenizer, config.target.dtype,
-                                         self.vocab)
+                                         self.vocab, config.target.device)
         self.engine_cpu_kernel = resolve(config.cpu_kernel, self.target.device, self.target.dtype) is not None
 
     @property

@@ -24,13 +24,16 @@ class ModelDrafter(Drafter):
     for this level only: the target still verifies exactly). With `min_confidence` a row's draft ends
     before the first token whose probability under this model is below it: a prefix of the same
     greedy continuation, possibly empty. A row whose KV cannot be resident this call (a KV budget,
-    see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it.
+    see `BudgetedKVCache`) gets no tokens: the smaller drafters draft for it. With `prefill_chunk`, a row
+    whose cache lags its sequence by more than that (a joining request's prompt) is fed `prefill_chunk`
+    tokens of it per call and gets no tokens until it has caught up: no call feeds a row more catch-up.
     """
 
     neural = True
 
     def __init__(self, name: str, runner: ModelRunner, below: HorizontalCascade | None = None,
-                 leniency: float | None = None, sample: bool = False, min_confidence: float | None = None) -> None:
+                 leniency: float | None = None, sample: bool = False, min_confidence: float | None = None,
+                 prefill_chunk: int | None = None) -> None:
         if min_confidence is not None and (leniency is not None or sample):
             raise ValueError("min_confidence applies to greedy drafting only")
         self.name = name
@@ -39,6 +42,7 @@ class ModelDrafter(Drafter):
         self.leniency = leniency
         self.sample = sample
         self.min_confidence = min_confidence
+        self.prefill_chunk = prefill_chunk
         self.params: list[SamplingParams] = []
         self.generators: list[torch.Generator] = []
 
@@ -80,11 +84,24 @@ class ModelDrafter(Drafter):
         logits = logits.float()
         return (logits.amax(-1) - logits.logsumexp(-1)).exp().tolist()
 
+    def _catch_up(self, rows: list[int], seqs: list[TokenSeq]) -> None:
+        """Feed each row `prefill_chunk` more tokens of its sequence (rows whose KV cannot be resident wait)."""
+        ends = [self.runner.synced[row] + self.prefill_chunk for row in rows]
+        resident = self.runner.reserve(rows, ends)
+        chosen = [i for i, ok in enumerate(resident) if ok]
+        if chosen:
+            self.runner.forward([rows[i] for i in chosen], [seqs[i].prefix(ends[i]) for i in chosen], [1] * len(chosen))
+
     def propose(self, rows: list[int], seqs: list[TokenSeq], counts: list[int]) -> Proposal:
         out: list[list[int]] = [[] for _ in rows]
         out_probs: list[list[torch.Tensor | None]] = [[] for _ in rows]
         pending = [i for i, count in enumerate(counts) if count > 0]
         unsure: set[int] = set()  # rows whose draft ended at a token below min_confidence
+        if self.prefill_chunk is not None:
+            lagging = {i for i in pending if len(seqs[i]) - self.runner.synced[rows[i]] > self.prefill_chunk}
+            if lagging:
+                self._catch_up([rows[i] for i in sorted(lagging)], [seqs[i] for i in sorted(lagging)])
+                pending = [i for i in pending if i not in lagging]
         # A round feeds at most the sequence, its proposals so far and a draft: `count - 1` tokens past it.
         resident = self.runner.reserve([rows[i] for i in pending], [len(seqs[i]) + counts[i] - 1 for i in pending])
         pending = [i for i, ok in zip(pending, resident) if ok]

@@ -61,8 +61,13 @@ class TGISeam:
         `FlashCausalLM.generate_token` right before `batch.speculative_ids = speculative_ids`
         (the batch's lengths are not yet advanced)."""
         request_ids = [r.id for r in batch.requests]
-        lengths = (batch.cache_lengths_tensor + batch.input_lengths_tensor + accepted_ids).tolist()
-        accepted = accepted_ids.tolist()
+        rows = len(request_ids)
+        # One device-to-host transfer for the step: lengths, accepted counts, their offsets, the new tokens.
+        lengths_now = batch.cache_lengths_tensor + batch.input_lengths_tensor + accepted_ids
+        packed = torch.cat([t.to(torch.int64) for t in (lengths_now, accepted_ids, cu_accepted_ids,
+                                                          next_input_ids)]).tolist()
+        lengths, accepted = packed[:rows], packed[rows:2 * rows]
+        cu, tokens = packed[2 * rows:3 * rows + 1], packed[3 * rows + 1:]
         fresh = [i for i, r in enumerate(request_ids) if prefill or self.active.history(r) is None]
         if fresh:
             width = max(lengths[i] for i in fresh)
@@ -71,8 +76,6 @@ class TGISeam:
                             [rows[slot][: lengths[i]] for slot, i in enumerate(fresh)])
         fresh_set = set(fresh)
         if len(fresh) < len(request_ids):
-            tokens = next_input_ids.tolist()
-            cu = cu_accepted_ids.tolist()
             for i, request_id in enumerate(request_ids):
                 if i in fresh_set:
                     continue

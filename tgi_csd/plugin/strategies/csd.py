@@ -96,6 +96,15 @@ class CSDStrategy:
         }
 
 
+def dtype_name(dtype) -> str:
+    """The shard's torch dtype as a config dtype name (float32 when the host gives none)."""
+    name = str(dtype or "float32").removeprefix("torch.")
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"csd: the shard's dtype {name} has no drafter equivalent; set target.dtype in the "
+                          "config (float32, bfloat16 or float16)")
+    return name
+
+
 def default_config(speculate: int, model: str = "shard") -> CascadeConfig:
     """What `csd` runs without `--speculation-config`: MaG (suffix match + default bigram), k = S."""
     return parse_config({"target": {"model": model}, "drafters": [{"type": "mag"}], "k_matrix": [[speculate]]},
@@ -121,12 +130,17 @@ def resolve_target_folder(model_id: str | None, config: CascadeConfig) -> Path:
 
 
 def shard_session(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id: str | None, speculate: int,
-                  dtype: str | None = None) -> tuple[DraftingSession, SizeCost]:
+                  dtype=None, device=None) -> tuple[DraftingSession, SizeCost]:
     """The config's drafters for a shard (its `target.model` is not loaded as a target), and the cost the
     adaptive top row learns the shard's step time into (TGI pads every draft to `speculate`).
 
-    `from_target_layers` drafters load an HF copy of the target (from `model_id`, the shard's own
-    weights) and keep only its first N layers + final norm + head: memory is about N/L of the target.
+    Drafters run on `device` in `dtype` (the shard's torch device and dtype; CPU, float32 when None) unless
+    the config's `target` sets them. Layer-cut
+    (`from_target_layers`) drafters read only the layers they keep from the shard's checkpoint (`model_id`):
+    one prefix, as deep as the deepest cut, shared by all cuts, never a whole copy of the target. On a GPU
+    without `drafter_kv_budget_mb`, the drafters' KV is capped at `DEFAULT_KV_SHARE` of the free memory.
+    A model drafter without `prefill_chunk` takes `DEFAULT_PREFILL_CHUNK`: a joining request's prompt reaches
+    it over several steps (MaG drafts meanwhile), so no step pays for a whole long prompt in every drafter.
     """
     from tgi_csd import models
     from tgi_csd.builder import DrafterAssets, build_session
@@ -134,17 +148,48 @@ def shard_session(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id
     if not config.drafters:
         raise ConfigError("drafters: the csd strategy needs at least one drafter; to disable speculation drop "
                           "--speculation-strategy")
-    dtype = dtype or config.target.dtype
-    needs_target = any(isinstance(s, ModelDrafterSpec) and s.from_target_layers is not None for s in config.drafters)
-    hf_target = models.load_model(resolve_target_folder(model_id, config), dtype) if needs_target else None
-    assets = DrafterAssets.load(config.drafters, hf_target, tokenizer, dtype, vocab_size)
-    del hf_target  # layers past the deepest cut are referenced by nothing else once this goes
+    dtype = config.target.dtype if "dtype" in config.target.model_fields_set else dtype_name(dtype)
+    device = config.target.device if "device" in config.target.model_fields_set else str(device or "cpu")
+    cuts = [s.from_target_layers for s in config.drafters
+            if isinstance(s, ModelDrafterSpec) and s.from_target_layers is not None]
+    prefix = models.load_target_prefix(resolve_target_folder(model_id, config), max(cuts), dtype, device) \
+        if cuts else None
+    assets = DrafterAssets.load(config.drafters, prefix, tokenizer, dtype, vocab_size, device)
+    del prefix  # its layers past the deepest cut were never loaded; what the cuts keep, they reference
+    if config.drafter_kv_budget_mb is None and assets.models:
+        budget = default_kv_budget_mb(device)
+        if budget is not None:
+            config = config.model_copy(update={"drafter_kv_budget_mb": budget})
+            log.info("csd: drafters' KV capped at %.0f MiB (%.0f%% of free %s memory; set drafter_kv_budget_mb to "
+                     "choose)", budget, DEFAULT_KV_SHARE * 100, device)
+    config = config.model_copy(update={"drafters": [
+        d.model_copy(update={"prefill_chunk": DEFAULT_PREFILL_CHUNK})
+        if isinstance(d, ModelDrafterSpec) and d.prefill_chunk is None else d for d in config.drafters]})
     target_cost = SizeCost()
     return build_session(config, assets, vocab_size, target_cost=target_cost, verify_width=speculate), target_cost
 
 
+#: Prompt tokens a model drafter takes per step from a joining request, unless its config says otherwise.
+DEFAULT_PREFILL_CHUNK = 256
+
+
+#: The share of free accelerator memory the drafters' KV may take by default: TGI sizes its own KV cache from
+#: what is free after the strategy loads, and drafter KV grows later, so it must have a bound from the start.
+DEFAULT_KV_SHARE = 0.05
+
+
+def default_kv_budget_mb(device: str) -> float | None:
+    """`DEFAULT_KV_SHARE` of `device`'s free memory in MiB; None on the CPU (no cap by default)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return DEFAULT_KV_SHARE * free / 2**20
+
+
 @hookimpl
-def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size):
+def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size, device, dtype):
     from tgi_csd.config import load_config
 
     cascade_config = load_config(config) if config else default_config(speculate)
@@ -156,7 +201,7 @@ def tgi_speculation_create(tokenizer, speculate, config, model_id, vocab_size):
     elif row0 > speculate:
         log.info("csd: k_matrix row 0 drafts %d ids; --speculate %d keeps the first %d", row0, speculate, speculate)
     session, target_cost = shard_session(cascade_config, tokenizer=tokenizer, vocab_size=vocab_size,
-                                         model_id=model_id, speculate=speculate)
+                                         model_id=model_id, speculate=speculate, dtype=dtype, device=device)
     log.info("csd: drafters %s, k_matrix %s%s", [d.name for d in session.drafters], cascade_config.k_matrix,
              " (adaptive bounds)" if cascade_config.adaptive else "")
     strategy = CSDStrategy(session, target_cost, speculate)
