@@ -32,7 +32,7 @@ def reference_generate(model: PreTrainedModel, prompt_ids: list[int], max_new_to
                        eos_token_id: int | None) -> ReferenceOutput:
     """Greedy `generate` with the target alone (KV cache on), with top-2 logit gaps."""
     out = model.generate(
-        torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+        torch.tensor([prompt_ids], device=model.device), max_new_tokens=max_new_tokens, do_sample=False,
         eos_token_id=eos_token_id, pad_token_id=eos_token_id, output_logits=True,
         return_dict_in_generate=True, temperature=None, top_p=None, top_k=None,
     )

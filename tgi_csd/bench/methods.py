@@ -48,6 +48,8 @@ class Run:
     drafts: dict = field(default_factory=dict)
     #: an adaptive cascade's `steps`, `speculation_off_steps` and final `current_k` (engine.report()); else None
     adaptive: dict | None = None
+    #: on CUDA, the most device memory allocated during the run (models included); else None
+    peak_memory_bytes: int | None = None
 
 
 class Method(ABC):
@@ -135,8 +137,9 @@ class HFGenerate(Method):
 
     def _generate(self, chunk: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         width = max(len(p) for p in chunk)
-        input_ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        device = self.target.device
+        input_ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
         extra = dict(self.extra)
         for model in self.drafters.values():
             model.generation_config = copy.deepcopy(self.assistant_config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -59,7 +60,11 @@ def run_interleaved(methods: list[Method], prompts: list[list[int]], refs: list[
             for batch_size, method in plan:
                 progress.update(task, description=f"repeat {repeat + 1}/{repeats} · batch {batch_size} · "
                                                   f"{escape(method.name)}")
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
                 run = method.run(prompts, batch_size, max_new_tokens, lambda n: progress.advance(task, n))
+                if torch.cuda.is_available():
+                    run.peak_memory_bytes = torch.cuda.max_memory_allocated()
                 checks = [compare(out, ref, tolerance) for out, ref in zip(run.outputs, refs)]
                 measurements.append(Measurement(method.name, batch_size, repeat, run, checks))
                 if any(agreement is Agreement.MISMATCH for agreement, _ in checks):

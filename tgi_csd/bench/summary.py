@@ -55,6 +55,8 @@ class Row:
     vs_nospec: Spread | None = None
     adaptive: list[dict] | None = None
     best: bool = False
+    #: on CUDA, the most device memory any repeat allocated (MiB); else None
+    peak_memory_mib: float | None = None
 
     @property
     def mismatches(self) -> int:
@@ -112,6 +114,8 @@ def _row(method: Method, batch_size: int, runs: list[Measurement], ar: list[Meas
         agreement=agreement, differences=differences, drafts=first.drafts, outputs=first.outputs,
         vs_nospec=paired(runs, nospec) if nospec else None,
         adaptive=[m.run.adaptive for m in runs] if first.adaptive is not None else None,
+        peak_memory_mib=max(m.run.peak_memory_bytes for m in runs) / 2**20
+        if first.peak_memory_bytes is not None else None,
     )
 
 
