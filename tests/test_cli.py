@@ -33,6 +33,23 @@ def test_generate_json(tmp_path):
     assert "mag->target" in out["stats"]["drafts"]
 
 
+def test_generate_with_speculation_off_or_a_profile(tmp_path):
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "profiles": {"long": [8]}}))
+    outputs = {}
+    for choice in ("off", "long", "auto"):
+        result = runner.invoke(app, ["generate", "--config", str(config), "--prompt", "w3 w4 w3 w4 w3",
+                                     "--max-new-tokens", "8", "--speculation", choice, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["speculation"]["profile"] == choice
+        outputs[choice] = out["token_ids"]
+        if choice == "off":
+            assert out["speculation"]["drafters"] == {} and out["stats"]["drafts"] == {}
+    assert outputs["off"] == outputs["long"] == outputs["auto"]
+
+
 def test_generate_text_and_stats(tmp_path):
     config = write_config(tmp_path)
     result = runner.invoke(app, ["generate", "--config", str(config), "--prompt", "w3 w4", "--max-new-tokens", "4"])
@@ -43,6 +60,7 @@ def test_generate_text_and_stats(tmp_path):
 def test_bad_inputs_exit_2_with_the_field(tmp_path):
     config = write_config(tmp_path)
     cases = [
+        (["--prompt", "w3", "--speculation", "code"], "--speculation"),
         (["--prompt", "", "--max-new-tokens", "4"], "--prompt"),
         (["--prompt", "w3", "--max-new-tokens", "0"], "--max-new-tokens"),
         (["--prompt", "w3", "--temperature", "-1"], "--temperature"),

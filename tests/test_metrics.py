@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import build_engine
+from helpers import StubTokenizer, build_engine
 from tgi_csd.engine import Request
 from tgi_csd.errors import ConfigError
 from tgi_csd.metrics import SummaryLog, engine_stats, serve, serve_from_env
@@ -284,3 +284,26 @@ def test_each_model_drafters_memory_is_exported(target, served):
         assert value(samples, "tgi_csd_drafter_memory_bytes", drafter=drafter.name, kind="kv_peak") > 0
     big, small = (value(samples, "tgi_csd_drafter_memory_bytes", drafter=n, kind="weights") for n in ("big", "small"))
     assert big > small  # 3 layers against 1, over the same embeddings and head
+
+
+def test_profiles_are_a_label(target, served):
+    """Requests by speculation profile, and the target's draft tokens by profile and drafter."""
+    from tgi_csd.drafters.mag import MaGDrafter
+    from tgi_csd.engine import Engine
+    from tgi_csd.runner import ModelRunner
+
+    engine = Engine.assemble(ModelRunner(target, "target"), [MaGDrafter(None)], [[4]], StubTokenizer(),
+                             profiles={"long": [8]})
+    choices = ["auto", "off", "long"]
+    engine.generate([Request(prompt_ids=p, max_new_tokens=16, speculation=choices[i % 3])
+                     for i, p in enumerate(PROMPTS)])
+    samples = scrape(served(engine_stats(engine)).port)
+    stats = engine.stats
+    for profile in choices:
+        assert value(samples, "tgi_csd_profile_requests_total", profile=profile) == stats.profile_requests[profile]
+    for profile in ("auto", "long"):
+        pair = stats.profile_pairs[(profile, "mag")]
+        assert pair.proposed > 0
+        assert value(samples, "tgi_csd_profile_draft_tokens_total", profile=profile, drafter="mag") == pair.proposed
+        assert value(samples, "tgi_csd_profile_accepted_tokens_total", profile=profile, drafter="mag") == pair.accepted
+    assert ("off", "mag") not in stats.profile_pairs

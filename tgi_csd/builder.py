@@ -30,7 +30,7 @@ from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
-from tgi_csd.drafting import DraftingSession
+from tgi_csd.drafting import AUTO, DraftingSession
 from tgi_csd.errors import ConfigError
 from tgi_csd.kv_cache import BudgetedKVCache
 from tgi_csd.runner import ModelRunner
@@ -143,13 +143,15 @@ def share_kv_budget(runners: list[ModelRunner], budget_mb: float) -> None:
 
 def compose(levels: list[Level], k_matrix: list[list[int]], vocab_size: int, *,
             adaptive: AdaptiveSettings | None = None, target_cost: SizeCost | None = None,
-            verify_width: int | None = None, kv_budget_mb: float | None = None) -> DraftingSession:
+            verify_width: int | None = None, kv_budget_mb: float | None = None,
+            profiles: dict[str, list[int]] | None = None) -> DraftingSession:
     """The drafting session over `levels` (largest first, model levels before statistical drafters).
 
     Row 0 of the k-matrix drafts for the target; row m + 1 for the m-th model level, whose drafter is built
     over that row's cascade (a level without a row drafts alone). With `adaptive`, each row gets a
     `KController` bounded by it: the top row costed by `target_cost` (verifying `verify_width` tokens per
-    draft when the target pads drafts), a model drafter's row by that drafter's own forward cost.
+    draft when the target pads drafts), a model drafter's row by that drafter's own forward cost. Each of
+    `profiles` is another row 0 over the same drafters, for the requests that choose it (its own controller).
     """
     kinds = [isinstance(level, ModelLevel) for level in levels]
     if kinds != sorted(kinds, reverse=True):
@@ -169,12 +171,15 @@ def compose(levels: list[Level], k_matrix: list[list[int]], vocab_size: int, *,
             if adaptive is not None:
                 _steer(below, level.runner.cost, adaptive, None)
         drafters[index] = level.build(below)
-    top = HorizontalCascade("target", list(zip(drafters, k_matrix[0])), stats, vocab_size)
+    tops = {name: HorizontalCascade("target", list(zip(drafters, row)), stats, vocab_size)
+            for name, row in {AUTO: k_matrix[0], **(profiles or {})}.items()}
     if adaptive is not None:
         if target_cost is None:
             raise ValueError("adaptive cascades need the target's forward cost")
-        _steer(top, target_cost, adaptive, verify_width)
-    return DraftingSession(drafters, top, stats)
+        for top in tops.values():
+            _steer(top, target_cost, adaptive, verify_width)
+    top = tops.pop(AUTO)
+    return DraftingSession(drafters, top, stats, tops)
 
 
 def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int, *, target_cost: SizeCost,
@@ -195,7 +200,7 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
         else:
             raise _unknown(spec)
     return compose(levels, config.k_matrix, vocab_size, adaptive=config.adaptive, target_cost=target_cost,
-                   verify_width=verify_width, kv_budget_mb=config.drafter_kv_budget_mb)
+                   verify_width=verify_width, kv_budget_mb=config.drafter_kv_budget_mb, profiles=config.profiles)
 
 
 def _steer(row: HorizontalCascade, cost: SizeCost, adaptive: AdaptiveSettings, verify_width: int | None) -> None:

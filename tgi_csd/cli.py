@@ -43,6 +43,8 @@ def generate(
     seed: int = 0,
     stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
     chat: Annotated[bool, typer.Option(help="wrap the prompt in the model's chat template")] = False,
+    speculation: Annotated[str, typer.Option(
+        help="'auto' (the config's cascade), 'off' (no drafts) or the name of a profile in the config")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Generate from one prompt and print the text and the cascade's statistics."""
@@ -62,27 +64,32 @@ def generate(
         except ValidationError as error:
             field = error.errors()[0]["loc"][0]
             raise ConfigError(f"--{str(field).replace('_', '-')}: {error.errors()[0]['msg']}") from None
-        engine = Engine.from_config(load_config(config))
+        cascade = load_config(config)
+        if speculation not in cascade.speculation_choices():
+            raise ConfigError(f"--speculation: unknown profile {speculation!r}; choose one of "
+                              f"{', '.join(cascade.speculation_choices())} (profiles: the config's `profiles`)")
+        engine = Engine.from_config(cascade)
         tokenizer = engine.tokenizer
         if chat:
             ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         else:
             ids = tokenizer(prompt).input_ids
-        request = Request(prompt_ids=ids, max_new_tokens=max_new_tokens, params=params, stop=stop or [])
+        request = Request(prompt_ids=ids, max_new_tokens=max_new_tokens, params=params, stop=stop or [],
+                          speculation=speculation)
         result = engine.generate([request])[0]
     except ConfigError as error:
         fail(error)
     text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
     stats = engine.report()
     if as_json:
-        typer.echo(json.dumps({"text": text, "token_ids": result.token_ids,
-                               "finish_reason": result.finish_reason, "stats": stats}))
+        typer.echo(json.dumps({"text": text, "token_ids": result.token_ids, "finish_reason": result.finish_reason,
+                               "speculation": result.speculation, "stats": stats}))
         return
     typer.echo(text)
     typer.echo("---", err=True)
-    typer.echo(f"finish: {result.finish_reason}; target forwards: {stats['target_forwards']}; "
-               f"tokens per target forward: {stats['tokens_per_target_forward']}", err=True)
+    typer.echo(f"finish: {result.finish_reason}; speculation: {speculation}; target forwards: "
+               f"{stats['target_forwards']}; tokens per target forward: {stats['tokens_per_target_forward']}", err=True)
     for pair, counts in stats["drafts"].items():
         typer.echo(f"  {pair}: proposed {counts['proposed']}, accepted {counts['accepted']} "
                    f"({counts['acceptance']:.0%})", err=True)

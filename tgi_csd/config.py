@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -9,6 +10,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tgi_csd.errors import ConfigError
+
+#: A request's `speculation` besides the config's profiles: the k-matrix's first row, and no draft.
+RESERVED_PROFILES = ("auto", "off")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 #: `cpu_kernel`: whether float32 CPU model runners use `tgi_csd.small_rows` for 2-32 token forwards.
 KernelSetting = Literal["auto", "on", "off"]
@@ -153,6 +158,12 @@ class CascadeConfig(_Strict):
         "drafter caches are dropped and rebuilt when needed (outputs unchanged); null = no cap"
     )
 
+    profiles: dict[str, list[int]] = Field(
+        default_factory=dict, description="speculation profiles a request may choose by name (besides 'auto', "
+        "the k-matrix's first row, and 'off', no draft): each is another first row of the k-matrix, one entry per "
+        "drafter, e.g. `code: [0, 6]` (MaG alone, long drafts) next to `chat: [3, 1]`; the drafters below keep "
+        "the k-matrix's other rows"
+    )
     target_kv_budget_mb: float | None = Field(
         None, gt=0, description="cap on the target's KV cache memory in MiB (2^20 bytes), for the engine (inside "
         "TGI the shard sizes its own): a waiting request joins only when the buffers, sized for every live "
@@ -192,9 +203,20 @@ class CascadeConfig(_Strict):
                         "smaller than the reviewer; set it to 0"
                     )
         for c, name in enumerate(names):
-            if not any(row[c] for row in self.k_matrix):
+            if not any(row[c] for row in self.k_matrix) and not any(row[c] for row in self.profiles.values()):
                 raise ValueError(f"k_matrix: drafter '{name}' is never used; give it a positive entry or remove it")
+        for profile, row in self.profiles.items():
+            if profile in RESERVED_PROFILES or not PROFILE_NAME.fullmatch(profile):
+                raise ValueError(f"profiles: {profile!r} is not a profile name; use letters, digits, '-' or '_', "
+                                 f"not {' or '.join(map(repr, RESERVED_PROFILES))}")
+            if len(row) != len(names) or any(k < 0 for k in row):
+                raise ValueError(f"profiles.{profile}: {row} needs {len(names)} entries >= 0, one per drafter "
+                                 f"{names}")
         return self
+
+    def speculation_choices(self) -> list[str]:
+        """What a request's `speculation` may name."""
+        return [*RESERVED_PROFILES, *self.profiles]
 
 
 def _format(error: ValidationError) -> str:

@@ -6,26 +6,52 @@ A step, from the driver's side: `propose` drafts for some of the live requests; 
 `settle` credits each request's draft with how many of its tokens the target accepted; the accepted
 tokens go into the requests' histories (lists the session holds by reference, given at `add` or
 `update`); `commit` tells every drafter. Requests join with `add` and leave with `drop`.
+
+Each request chooses its speculation when it joins: `auto` (the config's top cascade), `off` (no draft:
+its row is verified alone while the others speculate) or a profile's name (another top cascade over the same
+drafters, `CascadeConfig.profiles`). The drafters and their per-request state are shared by all; each top
+cascade keeps its own controller (so adaptive control counts rows by profile). What each request's drafts
+gave is kept per request (`request_report`) and per profile (`stats.profile_pairs`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.sampling import SamplingParams
-from tgi_csd.stats import EngineStats
+from tgi_csd.stats import EngineStats, PairStats
 from tgi_csd.tokens import TokenSeq
+
+AUTO, OFF = "auto", "off"
+
+
+@dataclass
+class RequestDrafts:
+    """One request's speculation so far: its profile, and draft tokens proposed / accepted per drafter."""
+
+    profile: str
+    drafters: dict[str, PairStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        drafters = {name: {"proposed": p.proposed, "accepted": p.accepted} for name, p in self.drafters.items()}
+        return {"profile": self.profile, "drafters": drafters}
 
 
 class DraftingSession:
     """Invariants: every drafter's rows follow `ids` in order; an id is live at most once; a draft is
-    credited (`settle`) at most once, and never after its request left."""
+    credited (`settle`) at most once, and never after its request left; a request's draft comes from its own
+    profile's top cascade (none for `off`)."""
 
-    def __init__(self, drafters: list[Drafter], top: HorizontalCascade, stats: EngineStats) -> None:
+    def __init__(self, drafters: list[Drafter], top: HorizontalCascade, stats: EngineStats,
+                 profiles: dict[str, HorizontalCascade] | None = None) -> None:
         self.drafters = drafters
         self.top = top
+        self.tops = {AUTO: top, **(profiles or {})}
         self.stats = stats
+        self.requests: dict[int, RequestDrafts] = {}
         self.ids: list[int] = []
         self.row_of: dict[int, int] = {}
         self.histories: list[list[int]] = []
@@ -33,23 +59,36 @@ class DraftingSession:
 
     @property
     def max_tokens(self) -> int:
-        """The longest draft the top cascade proposes."""
-        return self.top.max_tokens
+        """The longest draft any top cascade proposes."""
+        return max(top.max_tokens for top in self.tops.values())
+
+    @property
+    def choices(self) -> list[str]:
+        """What a request's speculation may be."""
+        return [AUTO, OFF, *(name for name in self.tops if name != AUTO)]
 
     # -- membership ----------------------------------------------------------------------------------
-    def add(self, ids: list[int], histories: list[list[int]], params: list[SamplingParams] | None = None) -> None:
-        """Requests join (after their prefill): rows appended in order; `histories[i]` is held by reference."""
+    def add(self, ids: list[int], histories: list[list[int]], params: list[SamplingParams] | None = None,
+            speculation: list[str] | None = None) -> None:
+        """Requests join (after their prefill): rows appended in order; `histories[i]` is held by reference;
+        `speculation[i]` is request i's choice (`auto` when not given)."""
         clash = [i for i in ids if i in self.row_of]
         if clash or len(set(ids)) != len(ids):
             raise ValueError(f"requests {clash or ids} are already live in the drafting session")
+        speculation = speculation or [AUTO] * len(ids)
+        unknown = sorted({s for s in speculation if s not in self.choices})
+        if unknown:
+            raise ValueError(f"speculation: unknown profile {unknown[0]!r}; choose one of {', '.join(self.choices)}")
         params = params or [SamplingParams()] * len(ids)
         infos = [RowInfo(history, param) for history, param in zip(histories, params)]
         for drafter in self.drafters:
             drafter.add_rows(infos)
-        for request_id, history in zip(ids, histories):
+        for request_id, history, choice in zip(ids, histories, speculation):
             self.row_of[request_id] = len(self.ids)
             self.ids.append(request_id)
             self.histories.append(history)
+            self.requests[request_id] = RequestDrafts(choice)
+            self.stats.profile_requests[choice] += 1
         self.commit()
 
     def drop(self, ids) -> None:
@@ -65,6 +104,11 @@ class DraftingSession:
         self.row_of = {request_id: row for row, request_id in enumerate(self.ids)}
         for request_id in gone:
             self.pending.pop(request_id, None)
+            self.requests.pop(request_id, None)
+
+    def request_report(self, request_id: int) -> dict:
+        """Request `request_id`'s profile and its draft tokens proposed / accepted per drafter (while live)."""
+        return self.requests[request_id].as_dict()
 
     def update(self, ids: list[int], histories: list[list[int]]) -> None:
         """Hold `histories[i]` as request `ids[i]`'s history from now on."""
@@ -78,22 +122,59 @@ class DraftingSession:
 
     # -- one step --------------------------------------------------------------------------------------
     def propose(self, ids: list[int], limits: list[int]) -> Draft:
-        """Drafts for requests `ids`, at most `limits[i]` tokens each; remembered until `settle`."""
-        rows = [self.row_of[i] for i in ids]
-        draft = self.top.propose(rows, [TokenSeq(self.histories[row]) for row in rows], limits)
-        if not any(self.top.sizes):
+        """Drafts for requests `ids`, at most `limits[i]` tokens each, each from its profile's top cascade;
+        remembered until `settle`."""
+        tokens: list[list[int]] = [[] for _ in ids]
+        origins: list[list[str]] = [[] for _ in ids]
+        probs: list[list] | None = None
+        for profile, members in self._by_profile(ids).items():
+            if profile == OFF:
+                continue
+            rows = [self.row_of[ids[i]] for i in members]
+            draft = self.tops[profile].propose(rows, [TokenSeq(self.histories[row]) for row in rows],
+                                               [limits[i] for i in members])
+            if draft.probs is not None and probs is None:
+                probs = [[None] * len(t) for t in tokens]
+            for slot, i in enumerate(members):
+                tokens[i], origins[i] = draft.tokens[slot], draft.origins[slot]
+                if probs is not None:
+                    probs[i] = draft.probs[slot] if draft.probs is not None else [None] * len(tokens[i])
+        if not any(tokens):
             self.stats.speculation_off_steps += 1
-        for request_id, tokens, origins in zip(ids, draft.tokens, draft.origins):
-            self.pending[request_id] = (tokens, origins)
-        return draft
+        for request_id, row_tokens, row_origins in zip(ids, tokens, origins):
+            self.pending[request_id] = (row_tokens, row_origins)
+        return Draft(tokens, origins, probs)
+
+    def _by_profile(self, ids: list[int]) -> dict[str, list[int]]:
+        """Positions in `ids` grouped by their request's profile (in order)."""
+        groups: dict[str, list[int]] = {}
+        for i, request_id in enumerate(ids):
+            groups.setdefault(self.requests[request_id].profile, []).append(i)
+        return groups
 
     def settle(self, ids: list[int], accepted: list[int]) -> None:
         """Request `ids[i]`'s last draft had its first `accepted[i]` tokens accepted: count it, teach the
         controllers. Ids without a pending draft are skipped."""
-        done = [(self.pending.pop(i), n) for i, n in zip(ids, accepted) if i in self.pending]
-        if done:
-            self.top.record(Draft([d[0] for d, _ in done], [d[1] for d, _ in done], None),
-                            [min(n, len(d[0])) for d, n in done])
+        settled = []
+        for request_id, count in zip(ids, accepted):
+            if request_id in self.pending:
+                tokens, origins = self.pending.pop(request_id)
+                settled.append((request_id, (tokens, origins), min(count, len(tokens))))
+        for request_id, (_, origins), count in settled:
+            report = self.requests[request_id]
+            for position, name in enumerate(origins):
+                pair = report.drafters.setdefault(name, PairStats())
+                profile_pair = self.stats.profile_pairs[(report.profile, name)]
+                pair.proposed += 1
+                profile_pair.proposed += 1
+                if position < count:
+                    pair.accepted += 1
+                    profile_pair.accepted += 1
+        for profile, members in self._by_profile([i for i, _, _ in settled]).items():
+            if profile != OFF:
+                chosen = [settled[m] for m in members]
+                self.tops[profile].record(Draft([d[0] for _, d, _ in chosen], [d[1] for _, d, _ in chosen], None),
+                                          [n for _, _, n in chosen])
 
     # -- reporting -------------------------------------------------------------------------------------
     @property

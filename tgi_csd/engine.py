@@ -33,6 +33,8 @@ class Request(BaseModel):
     params: SamplingParams = Field(default_factory=SamplingParams)
     stop: list[str] = Field(default_factory=list, description="stop strings")
     ignore_eos: bool = False
+    speculation: str = Field("auto", description="'auto' (the config's cascade), 'off' (no draft for this "
+                             "request) or the name of one of the config's `profiles`")
     id: int = Field(default_factory=lambda: next(_ids))
 
 
@@ -42,6 +44,9 @@ class Result:
     prompt_ids: list[int]
     token_ids: list[int]
     finish_reason: str
+    #: the request's profile, its draft tokens proposed / accepted per drafter, the target forwards it took
+    #: part in (its prefill included) and its tokens per target forward
+    speculation: dict | None = None
 
 
 @dataclass
@@ -51,6 +56,7 @@ class _Sequence:
     stream: UniformStream | None
     generated: int = 0
     finish_reason: str | None = None
+    forwards: int = 0  # target forwards this sequence took part in
 
     @property
     def remaining(self) -> int:
@@ -112,22 +118,27 @@ class Engine:
     @classmethod
     def assemble(cls, target: ModelRunner, levels: list[Level], k_matrix: list[list[int]], tokenizer, *,
                  adaptive: AdaptiveSettings | None = None, kv_budget_bytes: int | None = None,
-                 drafter_kv_budget_mb: float | None = None) -> Engine:
+                 drafter_kv_budget_mb: float | None = None, profiles: dict[str, list[int]] | None = None) -> Engine:
         """An engine over drafters composed in code (`builder.compose`): row 0 of the k-matrix drafts for
-        the target, row r for model level r; with `adaptive`, the entries are bounds and controllers choose."""
+        the target, row r for model level r; with `adaptive`, the entries are bounds and controllers choose;
+        `profiles` are other rows 0 that requests may choose by name."""
         session = compose(levels, k_matrix, target.vocab_size, adaptive=adaptive, target_cost=target.cost,
-                          kv_budget_mb=drafter_kv_budget_mb)
+                          kv_budget_mb=drafter_kv_budget_mb, profiles=profiles)
         return cls(target, session, tokenizer, kv_budget_bytes)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
         """Queue a request; it joins the batch at a coming step. A request the engine could never serve
-        right (an id already live, a token outside the vocabulary, more positions than the target has,
-        more KV than its budget) raises `RequestError` here, and nothing else changes."""
+        right (an id already live, an unknown speculation profile, a token outside the vocabulary, more
+        positions than the target has, more KV than its budget) raises `RequestError` here, and nothing else
+        changes."""
         live = {s.request.id for s in (*self.waiting, *self.running)}
         if request.id in live:
             raise RequestError(f"id: request {request.id} is already queued or running; give each live request "
                                "its own id")
+        if request.speculation not in self.session.choices:
+            raise RequestError(f"speculation: unknown profile {request.speculation!r}; choose one of "
+                               f"{', '.join(self.session.choices)} (profiles come from the config's `profiles`)")
         vocab = self.target.vocab_size
         bad = next((t for t in request.prompt_ids if not 0 <= t < vocab), None)
         if bad is not None:
@@ -237,7 +248,10 @@ class Engine:
         for seq, tokens in zip(new, verdict.tokens):
             self._append(seq, tokens)
         self.target.commit([s.tokens for s in self.running])
-        self.session.add([s.request.id for s in new], [s.tokens for s in new], [s.request.params for s in new])
+        for seq in new:
+            seq.forwards += 1
+        self.session.add([s.request.id for s in new], [s.tokens for s in new], [s.request.params for s in new],
+                         [s.request.speculation for s in new])
         return count
 
     def _speculate(self) -> None:
@@ -249,6 +263,7 @@ class Engine:
         verdict = self._verify(logits, draft, self.running)
         self.session.settle(ids, verdict.accepted)
         for seq, tokens in zip(self.running, verdict.tokens):
+            seq.forwards += 1
             self._append(seq, tokens)
         self.target.commit([s.tokens for s in self.running])
         self.session.commit()
@@ -280,13 +295,16 @@ class Engine:
         if len(keep) == len(self.running):
             return []
         done = [s for s in self.running if s.finish_reason is not None]
+        results = [
+            Result(s.request.id, s.request.prompt_ids, s.tokens[len(s.request.prompt_ids):], s.finish_reason,
+                   {**self.session.request_report(s.request.id), "target_forwards": s.forwards,
+                    "tokens_per_target_forward": round(s.generated / s.forwards, 3)})
+            for s in done
+        ]
         self.target.keep_rows(keep)
         self.session.drop([s.request.id for s in done])
         self.running = [self.running[i] for i in keep]
-        return [
-            Result(s.request.id, s.request.prompt_ids, s.tokens[len(s.request.prompt_ids):], s.finish_reason)
-            for s in done
-        ]
+        return results
 
     # -- reporting -------------------------------------------------------------------------------
     def report(self) -> dict:

@@ -118,6 +118,12 @@ class SpecDecodeCollector(Collector):
                      ["reviewer", "drafter"])
         drafter_faults = counter("drafter_faults", "Proposals that broke the drafting contract, cut away.",
                                  ["drafter", "kind"])
+        profile_requests = counter("profile_requests", "Requests that joined, by speculation profile (auto, off or "
+                                   "a configured profile).", ["profile"])
+        profile_drafts = counter("profile_draft_tokens", "The target's draft tokens by the requests' profile and "
+                                 "the drafter that proposed them.", ["profile", "drafter"])
+        profile_accepted = counter("profile_accepted_tokens", "The target's accepted draft tokens by the "
+                                   "requests' profile and drafter.", ["profile", "drafter"])
         memory = gauge("drafter_memory_bytes", "A model drafter's memory: its weights (tensors it shares with "
                        "other drafters counted in each), its KV cache now and at its peak.", ["drafter", "kind"])
         strategy_faults = counter("strategy_faults", "Strategy hooks that failed inside TGI; each cost one step of "
@@ -151,12 +157,18 @@ class SpecDecodeCollector(Collector):
                 drafter_faults.add_metric(key.rsplit(":", 1), n)
             for hook, n in _items(s.strategy_faults):
                 strategy_faults.add_metric([hook], n)
+            for profile, n in _items(s.profile_requests):
+                profile_requests.add_metric([profile], n)
+            for (profile, drafter), pair in _items(s.profile_pairs):
+                profile_drafts.add_metric([profile, drafter], pair.proposed)
+                profile_accepted.add_metric([profile, drafter], pair.accepted)
             for kind, sizes in (("weights", s.drafter_weight_bytes), ("kv", s.drafter_kv_bytes),
                                 ("kv_peak", s.drafter_kv_peak_bytes)):
                 for drafter, n in _items(sizes):
                     memory.add_metric([drafter, kind], n)
         yield from (drafts, draft_tokens, accepted, pos_drafts, pos_accepted, off, steps, generated, forwards,
-                    calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults, memory)
+                    calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults, memory,
+                    profile_requests, profile_drafts, profile_accepted)
 
 
 # -- serving ---------------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ class EngineStats:
     #: host hooks that failed inside TGI (raised, or broke the [B, S] contract), by hook; each cost the batch
     #: one step of speculation
     strategy_faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: requests that joined, by their speculation profile (auto, off, or a configured profile)
+    profile_requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: the target's draft tokens by (profile, drafter): proposed and accepted
+    profile_pairs: dict[tuple[str, str], PairStats] = field(default_factory=lambda: defaultdict(PairStats))
     drafter_weight_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_peak_bytes: dict[str, int] = field(default_factory=dict)
@@ -91,6 +95,12 @@ class EngineStats:
             "positions": {
                 f"{reviewer}[{p}]": {"proposed": s.proposed, "accepted": s.accepted}
                 for (reviewer, p), s in sorted(self.positions.items())
+            },
+            "profiles": {
+                profile: {"requests": n, "drafts": {drafter: {"proposed": pair.proposed, "accepted": pair.accepted}
+                                                    for (name, drafter), pair in self.profile_pairs.items()
+                                                    if name == profile}}
+                for profile, n in self.profile_requests.items()
             },
             "drafter_faults": dict(self.drafter_faults),
             "strategy_faults": dict(self.strategy_faults),

@@ -1,0 +1,97 @@
+"""Per-request speculation profiles on a mixed workload: HumanEval code and chat questions served together.
+
+    python scripts/profile_bench.py [--config examples/csd-profiles.yaml] [--code 10] [--chat 10] [--tokens 96]
+
+Each setting serves the same mixed prompts (code first, then chat, interleaved) through one engine at batch 1:
+every request on one server-wide setting (`auto` and each configured profile), then per request, code prompts
+on `--code-profile` and chat prompts on `--chat-profile`. Chat prompts get the target's chat template. It prints
+tokens per target forward and tokens/s per workload and overall, and checks every output against the target
+alone under transformers (greedy, float32: identical, or different first at a near-tie below 1e-3, counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "examples" / "csd-profiles.yaml")
+    parser.add_argument("--code", type=int, default=10, help="HumanEval prompts")
+    parser.add_argument("--chat", type=int, default=10, help="prompts from data/chat-prompts.jsonl")
+    parser.add_argument("--tokens", type=int, default=96, help="new tokens per request")
+    parser.add_argument("--code-profile", default="code")
+    parser.add_argument("--chat-profile", default="chat")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    import torch
+
+    from tgi_csd.bench.loading import BenchModels
+    from tgi_csd.config import load_config
+    from tgi_csd.engine import Request
+    from tgi_csd.prompts import humaneval
+    from tgi_csd.reference import Agreement, compare, reference_generate
+
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    models = BenchModels(config)
+    tokenizer = models.tokenizer
+    chats = [json.loads(line)["prompt"] for line in (REPO / "data" / "chat-prompts.jsonl").read_text().splitlines()]
+    code = [("code", models.encode(p)) for p in humaneval(0, args.code)]
+    chat = []
+    for question in chats[: args.chat]:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+        chat.append(("chat", list(ids["input_ids"] if hasattr(ids, "keys") else ids)))
+    order = [p for pair in itertools.zip_longest(code, chat) for p in pair if p is not None]  # code, chat, ...
+    refs = [reference_generate(models.target, ids, args.tokens, models.eos_token_id) for _, ids in order]
+
+    settings = {choice: {"code": choice, "chat": choice} for choice in config.speculation_choices() if choice != "off"}
+    settings["off"] = {"code": "off", "chat": "off"}
+    settings["per request"] = {"code": args.code_profile, "chat": args.chat_profile}
+    print(f"{len(order)} requests ({args.code} code, {args.chat} chat) x {args.tokens} tokens, batch 1, "
+          f"{args.threads} thread(s), config {args.config}")
+    print(f"{'setting':14} {'tokens/forward':>30} {'tok/s':>24}  outputs")
+    print(f"{'':14} {'code':>9} {'chat':>9} {'all':>9}  {'code':>7} {'chat':>7} {'all':>7}")
+    figures = {}
+    models.engine(config).generate([Request(prompt_ids=order[0][1], max_new_tokens=8)])  # warm up, untimed
+    for name, choose in settings.items():
+        engine = models.engine(config)
+        totals = {kind: {"tokens": 0, "forwards": 0, "seconds": 0.0} for kind in ("code", "chat")}
+        near, mismatch = 0, 0
+        for (kind, ids), ref in zip(order, refs):
+            request = Request(prompt_ids=ids, max_new_tokens=args.tokens, speculation=choose[kind])
+            start = time.perf_counter()
+            result = engine.generate([request])[0]
+            totals[kind]["seconds"] += time.perf_counter() - start
+            totals[kind]["tokens"] += len(result.token_ids)
+            totals[kind]["forwards"] += result.speculation["target_forwards"]
+            agreement, _ = compare(result.token_ids, ref, 1e-3)
+            near += agreement is Agreement.NEAR_TIE
+            mismatch += agreement is Agreement.MISMATCH
+        both = {key: totals["code"][key] + totals["chat"][key] for key in ("tokens", "forwards", "seconds")}
+        row = {kind: {"tokens_per_forward": t["tokens"] / t["forwards"], "tokens_per_s": t["tokens"] / t["seconds"]}
+               for kind, t in (*totals.items(), ("all", both))}
+        figures[name] = {**row, "near_ties": near, "mismatches": mismatch, "profiles": choose}
+        print(f"{name:14} {row['code']['tokens_per_forward']:9.3f} {row['chat']['tokens_per_forward']:9.3f} "
+              f"{row['all']['tokens_per_forward']:9.3f}  {row['code']['tokens_per_s']:7.1f} "
+              f"{row['chat']['tokens_per_s']:7.1f} {row['all']['tokens_per_s']:7.1f}  "
+              f"{'MISMATCH ' + str(mismatch) if mismatch else 'identical'}{f', near-tie {near}' if near else ''}")
+    single = {k: v for k, v in figures.items() if k not in ("per request", "off")}
+    best = max(single, key=lambda k: single[k]["all"]["tokens_per_forward"])
+    ratio = figures["per request"]["all"]["tokens_per_forward"] / single[best]["all"]["tokens_per_forward"]
+    print(f"per request ({args.code_profile} for code, {args.chat_profile} for chat) vs the best single setting "
+          f"({best}): {ratio:.3f}x tokens per target forward")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
