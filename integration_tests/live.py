@@ -29,13 +29,14 @@ STANDIN = HERE / "shard" / "ipex_standin"
 
 SPECULATE = 4
 # The live tier's servers by name: plain decoding (the reference), TGI's stock n-gram, and the strategy with
-# the MaG default, the distilled cascade and the adaptive one.
+# the MaG default, the distilled cascade, the adaptive one and per-request profiles.
 SERVERS = {
     "plain": {},
     "stock": {"speculate": SPECULATE},
     "csd": {"speculate": SPECULATE, "strategy": "csd"},
     "distilled": {"speculate": SPECULATE, "strategy": "csd", "config": "examples/tgi-csd-distilled.yaml"},
     "adaptive": {"speculate": SPECULATE, "strategy": "csd", "config": "examples/tgi-adaptive.yaml"},
+    "profiles": {"speculate": SPECULATE, "strategy": "csd", "config": "examples/tgi-profiles.yaml"},
 }
 
 

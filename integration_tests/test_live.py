@@ -5,6 +5,7 @@ separate server; the launcher refuses bad strategy flags with the plugin's one-l
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -58,3 +59,87 @@ def test_tensor_parallel_csd_adaptive_identical_to_one_shard(live_env, greedy):
     assert outputs == reference
     assert "Using speculation strategy csd" in log and "rank 1 verifies rank 0's proposals" in log
     assert skipped and float(skipped.group(1)) > 0  # rank 0's drafts were verified by both ranks
+
+
+# -- per-request speculation (examples/tgi-profiles.yaml: auto = MaG 2 ids, long = 4, short = 1) --------------
+CHOICES = ["off", "auto", "long", "short", None, "long", "off", "short", "auto", "long", "short", "off"]
+
+
+@pytest.fixture(scope="module")
+def mixed(live_servers):
+    import asyncio
+
+    from integration_tests.workload import generate_with_speculation
+
+    return asyncio.run(generate_with_speculation(live_servers("profiles").url, CHOICES))
+
+
+def test_info_lists_the_speculation_profiles(live_servers):
+    info = live_servers("profiles").info()
+    assert info["speculation_strategy"] == "csd"
+    assert info["speculation_profiles"] == ["auto", "off", "long", "short"]
+    assert live_servers("stock").info()["speculation_profiles"] == []  # no strategy: requests cannot choose
+
+
+def test_a_mixed_batch_of_off_auto_and_profiles_is_identical_to_plain_decoding(live_servers, greedy, mixed):
+    """12 concurrent requests, each choosing off, auto (or nothing), long or short, in shared batches."""
+    assert [[t["id"] for t in answer["details"]["tokens"]] for answer in mixed] == greedy(live_servers("plain"))
+
+
+def test_each_response_says_what_speculation_did(mixed):
+    for choice, answer in zip(CHOICES, mixed):
+        report = answer["details"]["speculation"]
+        assert report["profile"] == (choice or "auto")
+        generated = answer["details"]["generated_tokens"]
+        assert 1 <= report["target_forwards"] <= generated
+        assert report["tokens_per_target_forward"] == pytest.approx(generated / report["target_forwards"], rel=1e-3)
+        drafted = {d["name"]: d for d in report["drafters"]}
+        if choice == "off":
+            assert drafted == {}  # nothing proposed (TGI still verifies the row's padding)
+        else:
+            assert set(drafted) <= {"mag"}
+            assert all(d["accepted"] <= d["proposed"] for d in drafted.values())
+    accepted = sum(d["accepted"] for a in mixed for d in a["details"]["speculation"]["drafters"])
+    assert accepted > 0
+    for choice, answer in zip(CHOICES, mixed):  # shown with -s
+        print(f"{choice or 'unset':6} {json.dumps(answer['details']['speculation'])}")
+
+
+def test_the_metrics_count_requests_and_draft_tokens_by_profile(live_servers, mixed):
+    metrics = live_servers("profiles").get("/metrics", port="csd-metrics")
+
+    def total(name: str, profile: str) -> float:
+        found = re.findall(rf'^tgi_csd_{name}_total\{{[^}}]*profile="{profile}"[^}}]*\}} ([0-9.e+]+)$', metrics, re.M)
+        return sum(float(v) for v in found)
+
+    for profile in ("off", "auto", "long", "short"):
+        reports = [a["details"]["speculation"] for a in mixed if a["details"]["speculation"]["profile"] == profile]
+        assert total("profile_requests", profile) >= len(reports)  # warmup and other tests may add
+        proposed = sum(d["proposed"] for r in reports for d in r["drafters"])
+        assert total("profile_draft_tokens", profile) >= proposed
+    assert total("profile_draft_tokens", "off") == 0
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 4, "speculation": "turbo"}}),
+    ("/v1/chat/completions", {"model": "tgi", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+                              "speculation": "turbo"}),
+    ("/v1/completions", {"model": "tgi", "prompt": "Hello", "max_tokens": 4, "speculation": "turbo"}),
+])
+def test_an_unknown_profile_is_refused_naming_the_profiles(live_servers, route, body):
+    from integration_tests.workload import post
+
+    status, answer = post(live_servers("profiles").url, route, body)
+    assert status == 422, answer
+    assert "`speculation` must be one of: auto, off, long, short. Given: turbo" in answer["error"]
+
+
+def test_chat_and_completions_take_a_profile(live_servers):
+    from integration_tests.workload import post
+
+    url = live_servers("profiles").url
+    chat = {"model": "tgi", "messages": [{"role": "user", "content": "List three colours."}], "max_tokens": 16,
+            "temperature": 0}
+    answers = [post(url, "/v1/chat/completions", {**chat, "speculation": choice}) for choice in ("off", "long")]
+    assert all(status == 200 for status, _ in answers)
+    assert answers[0][1]["choices"][0]["message"]["content"] == answers[1][1]["choices"][0]["message"]["content"]

@@ -55,3 +55,34 @@ def chat(url: str, stream: bool) -> str:
         return json.loads(text)["choices"][0]["message"]["content"]
     chunks = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and "[DONE]" not in line]
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def post(url: str, path: str, body: dict) -> tuple[int, dict | str]:
+    """POST `body` as JSON: (HTTP status, the decoded JSON or the raw text)."""
+    import urllib.error
+
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+async def generate_with_speculation(url: str, choices: list[str | None]) -> list[dict]:
+    """The 12 prompts with their budgets at once, request i with `parameters.speculation = choices[i]`
+    (None: unset), greedy with details: each response's JSON."""
+    async def one(prompt: str, budget: int, choice: str | None) -> dict:
+        parameters = {"max_new_tokens": budget, "details": True, "decoder_input_details": True}
+        if choice is not None:
+            parameters["speculation"] = choice
+        status, answer = await asyncio.to_thread(post, url, "/generate", {"inputs": prompt, "parameters": parameters})
+        assert status == 200, answer
+        return answer
+
+    return await asyncio.gather(*[one(p, n, c) for p, n, c in zip(PROMPTS, BUDGETS, choices)])

@@ -478,6 +478,35 @@ def test_seam_tracks_histories_from_the_batch():
     assert seam.active.live_requests == []
 
 
+def test_seam_hands_each_requests_speculation_to_the_strategy_and_reports_it(tmp_path):
+    """A request's `speculation` (its proto field; unset reads empty) reaches the csd strategy; the report the
+    patched server puts in the request's details counts its drafts and target forwards."""
+    config = write_config(tmp_path, [{"type": "mag", "bigram": None}], [[2]])
+    data = yaml.safe_load(Path(config).read_text())
+    Path(config).write_text(yaml.safe_dump({**data, "profiles": {"long": [4]}}))
+    seam = TGISeam(csd(config, 4))
+    assert seam.profiles() == ["auto", "off", "long"]
+    prompts = [[1, 2, 3, 1, 2, 3], [5, 6, 5, 6], [7, 8, 7, 8]]
+    first = [[*p, p[len(p) % 3 - 3]] for p in prompts]
+    batch = fake_batch(3, first, [len(p) for p in prompts])
+    for request, choice in zip(batch.requests, ["off", "", "long"]):
+        request.speculation = choice
+    batch.cache_lengths_tensor = torch.zeros(3, dtype=torch.long)
+    batch.input_lengths_tensor = torch.tensor([len(p) for p in prompts])
+    out = seam.propose(batch, torch.ones(3, dtype=torch.long), torch.tensor([h[-1] for h in first]),
+                       torch.tensor([0, 1, 2, 3]), prefill=True)
+    off, auto, long = (seam.report(100 + i) for i in range(3))
+    assert (off["profile"], auto["profile"], long["profile"]) == ("off", "auto", "long")
+    assert all(r["target_forwards"] == 1 for r in (off, auto, long))
+    assert out[0].tolist() == [first[0][-1]] * 4  # off: no draft, the host pads its row
+    batch = fake_batch(3, [[*h, 0] for h in first], [len(h) for h in first])
+    seam.propose(batch, torch.ones(3, dtype=torch.long), torch.zeros(3, dtype=torch.long),
+                 torch.tensor([0, 1, 2, 3]), prefill=False)
+    off, long = seam.report(100), seam.report(102)
+    assert off["drafters"] == {} and off["target_forwards"] == 2
+    assert long["drafters"]["mag"]["proposed"] > 0 and long["target_forwards"] == 2
+
+
 def test_a_batch_with_repeated_ids_is_not_speculated_on():
     """TGI's warmup batch gives every request id 0: the strategy never sees it, the step decodes plainly."""
     active = active_with(None, speculate=2)

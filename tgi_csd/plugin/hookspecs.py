@@ -50,8 +50,22 @@ def tgi_speculation_create(model, tokenizer, device, speculate, config, model_id
 
 
 @hookspec
-def tgi_speculation_add(request_ids, histories):
-    """Requests joined (their prefill just ran): `histories[i]` is prompt + first token."""
+def tgi_speculation_add(request_ids, histories, speculation):
+    """Requests joined (their prefill just ran): `histories[i]` is prompt + first token; `speculation[i]` is
+    what request i asked for (`auto`, `off` or one of `tgi_speculation_profiles`; the router validated it)."""
+
+
+@hookspec(firstresult=True)
+def tgi_speculation_profiles():
+    """What a request's `speculation` may name: `auto`, `off` and the strategy's profiles (not implemented:
+    requests cannot choose)."""
+
+
+@hookspec(firstresult=True)
+def tgi_speculation_report(request_id):
+    """What speculation did for live request `request_id`: a dict with `profile`, `target_forwards` (forwards
+    it took part in, its prefill included) and `drafters` (name -> {"proposed", "accepted"} draft tokens);
+    None if the strategy does not report. Asked when the request finishes, before it is released."""
 
 
 @hookspec(firstresult=True)

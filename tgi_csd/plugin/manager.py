@@ -130,9 +130,11 @@ class ActiveStrategy:
         never reaches the strategy, whose rows are keyed by request id."""
         return len(set(request_ids)) != len(request_ids)
 
-    def add(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]]) -> None:
-        """Requests of a freshly prefilled batch. Ids still held from a batch that was never
-        released (e.g. warmup) are released first, so their stale state is not reused."""
+    def add(self, batch_id: int, request_ids: Sequence[int], histories: Sequence[list[int]],
+            speculation: Sequence[str] | None = None) -> None:
+        """Requests of a freshly prefilled batch (`speculation[i]`: request i's choice, `auto` when not given).
+        Ids still held from a batch that was never released (e.g. warmup) are released first, so their stale
+        state is not reused."""
         if self._anonymous(request_ids):
             return
         stale: dict[int, list[int]] = {}
@@ -144,7 +146,8 @@ class ActiveStrategy:
             self.hook.tgi_speculation_clear_cache(batch_id=old_batch, request_ids=ids)
         for request_id, history in zip(request_ids, histories):
             self.live[request_id] = LiveRequest(batch_id, history)
-        self.hook.tgi_speculation_add(request_ids=list(request_ids), histories=list(histories))
+        self.hook.tgi_speculation_add(request_ids=list(request_ids), histories=list(histories),
+                                      speculation=list(speculation or ["auto"] * len(request_ids)))
         previous = self.batches.get(batch_id, [])
         self._set_batch(batch_id, [*previous, *request_ids])
 
@@ -199,6 +202,14 @@ class ActiveStrategy:
         self.faults[hook] = self.faults.get(hook, 0) + 1
         with contextlib.suppress(Exception):
             self.hook.tgi_speculation_fault(hook=hook, error=error)
+
+    def profiles(self) -> list[str]:
+        """What a request's `speculation` may name (empty: requests cannot choose)."""
+        return list(self.hook.tgi_speculation_profiles() or [])
+
+    def report(self, request_id: int) -> dict | None:
+        """What speculation did for live request `request_id` (None when the strategy does not say)."""
+        return self.hook.tgi_speculation_report(request_id=request_id)
 
     def stats(self) -> dict:
         stats = self.hook.tgi_speculation_stats() or {}

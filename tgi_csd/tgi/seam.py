@@ -73,7 +73,8 @@ class TGISeam:
             width = max(lengths[i] for i in fresh)
             rows = batch.all_input_ids_tensor[fresh, :width].tolist()
             self.active.add(batch.batch_id, [request_ids[i] for i in fresh],
-                            [rows[slot][: lengths[i]] for slot, i in enumerate(fresh)])
+                            [rows[slot][: lengths[i]] for slot, i in enumerate(fresh)],
+                            [requested_speculation(batch.requests[i]) for i in fresh])
         fresh_set = set(fresh)
         if len(fresh) < len(request_ids):
             for i, request_id in enumerate(request_ids):
@@ -104,3 +105,17 @@ class TGISeam:
 
     def stats(self) -> dict:
         return self.active.stats()
+
+    def profiles(self) -> list[str]:
+        """What a request's `speculation` may name (the router validates requests against it)."""
+        return self.active.profiles()
+
+    def report(self, request_id: int) -> dict | None:
+        """What speculation did for request `request_id`, for its response's details."""
+        return self.active.report(request_id)
+
+
+def requested_speculation(request) -> str:
+    """A request's `speculation` (its generate_pb2.Request): `auto` when unset (an unset string field reads
+    empty) or when the stubs predate the field."""
+    return getattr(request, "speculation", "") or "auto"

@@ -45,11 +45,28 @@ class CSDStrategy:
         self._last_step: tuple[int, int, float] | None = None  # rows, tokens verified, when proposed
         self.summary = SummaryLog(session.refresh_stats, logger=log)
         self.metrics: MetricsServer | None = None  # the Prometheus endpoint, when this shard serves it
+        self.forwards: dict[int, int] = {}  # live request -> target forwards it took part in
 
     @hookimpl
-    def tgi_speculation_add(self, request_ids, histories):
+    def tgi_speculation_add(self, request_ids, histories, speculation):
         self.session.drop(request_ids)  # ids the host announces again start afresh
-        self.session.add(list(request_ids), list(histories))
+        choices = self.session.choices
+        unknown = sorted({s for s in speculation if s not in choices})
+        if unknown:  # the router validates against the same list: only a mismatched router gets here
+            log.warning("csd: unknown speculation %s; those requests run with auto (choices: %s)", unknown, choices)
+        self.session.add(list(request_ids), list(histories), None,
+                         [s if s in choices else "auto" for s in speculation])
+        self.forwards.update(dict.fromkeys(request_ids, 0))  # the prefill's step proposes next: it counts there
+
+    @hookimpl
+    def tgi_speculation_profiles(self):
+        return self.session.choices
+
+    @hookimpl
+    def tgi_speculation_report(self, request_id):
+        if request_id not in self.session.requests:
+            return None
+        return {**self.session.request_report(request_id), "target_forwards": self.forwards.get(request_id, 0)}
 
     @hookimpl
     def tgi_speculation_propose(self, request_ids, histories, accepted, speculate):
@@ -59,6 +76,8 @@ class CSDStrategy:
         # `accepted` counts this step's tokens: 1 + the draft tokens the target took.
         self.session.settle(request_ids, [n - 1 for n in accepted])
         self.session.update(request_ids, histories)
+        for request_id in request_ids:
+            self.forwards[request_id] = self.forwards.get(request_id, 0) + 1
         self.stats.steps += 1
         self.stats.target_forwards += 1
         self.stats.generated_tokens += sum(accepted)
@@ -71,11 +90,16 @@ class CSDStrategy:
 
     @hookimpl
     def tgi_speculation_filter(self, removed):
-        self.session.drop(removed)
+        self._release(removed)
 
     @hookimpl
     def tgi_speculation_clear_cache(self, batch_id, request_ids):
-        self.session.drop(list(self.session.ids) if batch_id is None else request_ids)
+        self._release(list(self.session.ids) if batch_id is None else request_ids)
+
+    def _release(self, request_ids) -> None:
+        self.session.drop(request_ids)
+        for request_id in request_ids:
+            self.forwards.pop(request_id, None)
 
     @hookimpl
     def tgi_speculation_fault(self, hook):
