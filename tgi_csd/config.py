@@ -161,9 +161,9 @@ class CascadeConfig(_Strict):
     profiles: dict[str, list[int]] = Field(
         default_factory=dict, description="speculation profiles a request may choose by name (besides 'auto', "
         "the k-matrix's first row, and 'off', no draft): each is another first row of the k-matrix, one entry per "
-        "drafter, e.g. `code: [0, 6]` (MaG alone, long drafts) next to `chat: [3, 1]`; the drafters below keep "
-        "the k-matrix's other rows"
+        "drafter, e.g. `long: [3, 3]` next to `mag-only: [0, 4]`; the drafters below keep the k-matrix's other rows"
     )
+
     target_kv_budget_mb: float | None = Field(
         None, gt=0, description="cap on the target's KV cache memory in MiB (2^20 bytes), for the engine (inside "
         "TGI the shard sizes its own): a waiting request joins only when the buffers, sized for every live "

@@ -127,19 +127,21 @@ class DraftingSession:
         tokens: list[list[int]] = [[] for _ in ids]
         origins: list[list[str]] = [[] for _ in ids]
         probs: list[list] | None = None
+        speculating = False  # whether any top cascade used this step allots draft positions
         for profile, members in self._by_profile(ids).items():
             if profile == OFF:
                 continue
             rows = [self.row_of[ids[i]] for i in members]
             draft = self.tops[profile].propose(rows, [TokenSeq(self.histories[row]) for row in rows],
                                                [limits[i] for i in members])
+            speculating = speculating or any(self.tops[profile].sizes)
             if draft.probs is not None and probs is None:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(members):
                 tokens[i], origins[i] = draft.tokens[slot], draft.origins[slot]
                 if probs is not None:
                     probs[i] = draft.probs[slot] if draft.probs is not None else [None] * len(tokens[i])
-        if not any(tokens):
+        if not speculating:
             self.stats.speculation_off_steps += 1
         for request_id, row_tokens, row_origins in zip(ids, tokens, origins):
             self.pending[request_id] = (row_tokens, row_origins)
