@@ -118,6 +118,11 @@ def test_the_metrics_count_requests_and_draft_tokens_by_profile(live_servers, mi
         proposed = sum(d["proposed"] for r in reports for d in r["drafters"])
         assert total("profile_draft_tokens", profile) >= proposed
     assert total("profile_draft_tokens", "off") == 0
+    # MaG's store (examples/tgi-profiles.yaml) holds finished requests, within its 16 MiB
+    stored = re.search(r'^tgi_csd_suffix_store_sequences\{drafter="mag"\} ([0-9.e+]+)$', metrics, re.M)
+    charged = re.search(r'^tgi_csd_suffix_store_bytes\{drafter="mag"\} ([0-9.e+]+)$', metrics, re.M)
+    assert stored and float(stored.group(1)) >= 1
+    assert charged and 0 < float(charged.group(1)) <= 16 * 2**20
 
 
 @pytest.mark.parametrize("route, body", [

@@ -36,6 +36,7 @@ from tgi_csd.drafters.bigram import BigramTable
 from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
+from tgi_csd.drafters.suffix_store import SuffixStore
 from tgi_csd.engine import Engine, Request
 from tgi_csd.models import cut_from_target
 from tgi_csd.reference import reference_generate
@@ -135,9 +136,15 @@ def _statistical(rng: random.Random, described: list[str], features: list[str]) 
         bigram = None
         if rng.random() < 0.5:
             bigram = BigramTable(np.array([rng.randrange(VOCAB) for _ in range(VOCAB)]), "fuzz")
-        drafters.append(MaGDrafter(bigram, "mag", max_ngram, min_ngram, lead))
-        described.append(f"mag(n={min_ngram}..{max_ngram}, lead={lead}, bigram={bigram is not None})")
-        features.extend(["mag"] + (["mag:lead"] if lead else []) + (["mag:bigram"] if bigram else []))
+        store = None
+        if rng.random() < 0.4:  # a small store, so that eviction happens within a case
+            store = SuffixStore(memory_mb=rng.choice([0.05, 1.0]), max_ngram=rng.randint(2, 8),
+                                min_confidence=rng.choice([0.3, 0.6]), eviction=rng.choice(["fifo", "lru"]))
+        drafters.append(MaGDrafter(bigram, "mag", max_ngram, min_ngram, lead, store))
+        described.append(f"mag(n={min_ngram}..{max_ngram}, lead={lead}, bigram={bigram is not None}, "
+                         f"store={store.memory_mb if store else None})")
+        features.extend(["mag"] + (["mag:lead"] if lead else []) + (["mag:bigram"] if bigram else [])
+                        + (["mag:store"] if store else []))
     if rng.random() < 0.3:
         drafters.append(TGINGramDrafter("ngram"))
         described.append("ngram")

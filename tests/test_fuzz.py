@@ -35,8 +35,8 @@ def test_greedy_fuzz_equals_target_alone(target, pool):
     missing = [n for n in range(1, MAX_K + 1) if not total.full_accepts[n]]
     assert not missing, f"no fully accepted draft of length {missing}: {dict(total.full_accepts)}"
     for feature in ["drafter:copy", "drafter:noisy", "drafter:cut", "drafter:lora", "option:sample", "option:lenient",
-                    "option:confident", "mag:lead", "mag:bigram", "ngram", "kv-budget", "adaptive", "kernel:auto",
-                    "levels:3", "stop"]:
+                    "option:confident", "mag:lead", "mag:bigram", "mag:store", "ngram", "kv-budget", "adaptive",
+                    "kernel:auto", "levels:3", "stop"]:
         assert total.features[feature], f"no case with {feature}: {dict(total.features)}"
     assert {"eos", "length", "stop"} <= set(total.finish), dict(total.finish)
 

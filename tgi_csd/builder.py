@@ -30,6 +30,7 @@ from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.drafters.ngram import TGINGramDrafter
+from tgi_csd.drafters.suffix_store import SuffixStore
 from tgi_csd.drafting import AUTO, DraftingSession
 from tgi_csd.errors import ConfigError
 from tgi_csd.kv_cache import BudgetedKVCache
@@ -193,8 +194,9 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
             levels.append(ModelLevel(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence,
                                      spec.prefill_chunk))
         elif isinstance(spec, MaGSpec):
+            store = None if spec.store is None else SuffixStore(**spec.store.model_dump())
             levels.append(MaGDrafter(assets.bigrams[spec.name], spec.name, spec.max_ngram, spec.min_ngram,
-                                     spec.lead_ngram))
+                                     spec.lead_ngram, store))
         elif isinstance(spec, TGINGramSpec):
             levels.append(TGINGramDrafter(spec.name))
         else:

@@ -82,8 +82,30 @@ class ModelDrafterSpec(_Strict):
         return self
 
 
+class SuffixStoreSpec(_Strict):
+    """MaG's memory across requests (`tgi_csd.drafters.suffix_store`): the tokens of requests that finished."""
+
+    memory_mb: float = Field(16.0, gt=0, description="the store's memory budget in MiB (2^20 bytes), never "
+                             "exceeded: the oldest sequences go first")
+    max_ngram: int = Field(8, ge=1, le=32, description="longest context n-gram the store indexes")
+    min_ngram: int = Field(2, ge=1, description="shortest context n-gram it matches")
+    min_confidence: float = Field(0.5, gt=0, le=1, description="draft only when the likeliest next token has this "
+                                  "share of the (recency-weighted) counts; the draft's length scales with it")
+    half_life: int = Field(1000, ge=1, description="recency: a sequence's counts weigh half after this many "
+                           "later sequences")
+    eviction: Literal["fifo", "lru"] = Field("fifo", description="which sequences go when the budget is full: "
+                                             "the oldest stored, or the least recently drafted from")
+
+    @model_validator(mode="after")
+    def _check(self) -> SuffixStoreSpec:
+        if self.min_ngram > self.max_ngram:
+            raise ValueError(f"store: min_ngram {self.min_ngram} exceeds max_ngram {self.max_ngram}")
+        return self
+
+
 class MaGSpec(_Strict):
-    """Statistical drafter: longest suffix match over the sequence, then a bigram table."""
+    """Statistical drafter: longest suffix match over the sequence, then (with `store`) over recent requests,
+    then a bigram table."""
 
     type: Literal["mag"]
     name: str = "mag"
@@ -96,6 +118,11 @@ class MaGSpec(_Strict):
         None, ge=1, description="when the sequence's suffix matches an earlier place over at least this many "
         "tokens, MaG drafts the reviewer's whole draft itself, ahead of the model drafters (a long match "
         "predicts better than a small model); null = MaG only fills the positions the k-matrix gives it"
+    )
+    store: SuffixStoreSpec | None = Field(
+        None, description="a bounded memory of recent requests' tokens, matched when the request's own history "
+        "has no match (before the bigram table); shared by every request of the engine or TGI shard: requests "
+        "share token statistics through it (leave it out where requests must be isolated)"
     )
 
     @model_validator(mode="after")

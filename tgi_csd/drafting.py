@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
+from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.sampling import SamplingParams
 from tgi_csd.stats import EngineStats, PairStats
@@ -92,10 +93,17 @@ class DraftingSession:
         self.commit()
 
     def drop(self, ids) -> None:
-        """Requests leave (ids not live are ignored); the other rows keep their order."""
+        """Requests leave (ids not live are ignored); the other rows keep their order. Their tokens go to
+        the MaG drafters' stores of recent requests (where they have one), except those of requests that chose
+        `off`."""
         gone = {i for i in ids if i in self.row_of}
         if not gone:
             return
+        for drafter in self.drafters:
+            if isinstance(drafter, MaGDrafter):
+                for request_id in gone:
+                    if self.requests[request_id].profile != OFF:
+                        drafter.remember(self.histories[self.row_of[request_id]])
         keep = [row for row, request_id in enumerate(self.ids) if request_id not in gone]
         for drafter in self.drafters:
             drafter.keep_rows(keep)
@@ -195,9 +203,16 @@ class DraftingSession:
             self.stats.drafter_kv_peak_bytes[drafter.name] = max(peak, nbytes)
 
     def refresh_stats(self) -> EngineStats:
-        """`stats` with the model drafters' forward counts and times copied in."""
+        """`stats` with the model drafters' forward counts and times, and MaG's sources and stores, copied in."""
         for drafter in self.model_drafters:
             self.stats.drafter_forwards[drafter.name] = drafter.runner.forwards
             self.stats.drafter_seconds[drafter.name] = drafter.runner.forward_seconds
+        for drafter in self.drafters:
+            if isinstance(drafter, MaGDrafter):
+                for source, rows in drafter.sources.items():
+                    self.stats.draft_sources[(drafter.name, source)] = rows
+                if drafter.store is not None:
+                    self.stats.store_bytes[drafter.name] = drafter.store.charged_bytes
+                    self.stats.store_sequences[drafter.name] = drafter.store.stats.sequences
         self.track_memory()
         return self.stats

@@ -124,6 +124,12 @@ class SpecDecodeCollector(Collector):
                                  "the drafter that proposed them.", ["profile", "drafter"])
         profile_accepted = counter("profile_accepted_tokens", "The target's accepted draft tokens by the "
                                    "requests' profile and drafter.", ["profile", "drafter"])
+        sources = counter("mag_draft_rows", "Rows MaG drafted for, by where the draft came from: the request's "
+                          "own history, the store of recent requests, the bigram table, or none.",
+                          ["drafter", "source"])
+        store_bytes = gauge("suffix_store_bytes", "Memory charged to MaG's store of recent requests (never above its "
+                            "memory_mb).", ["drafter"])
+        store_sequences = gauge("suffix_store_sequences", "Requests held in MaG's store.", ["drafter"])
         memory = gauge("drafter_memory_bytes", "A model drafter's memory: its weights (tensors it shares with "
                        "other drafters counted in each), its KV cache now and at its peak.", ["drafter", "kind"])
         strategy_faults = counter("strategy_faults", "Strategy hooks that failed inside TGI; each cost one step of "
@@ -157,6 +163,12 @@ class SpecDecodeCollector(Collector):
                 drafter_faults.add_metric(key.rsplit(":", 1), n)
             for hook, n in _items(s.strategy_faults):
                 strategy_faults.add_metric([hook], n)
+            for (drafter, source), n in _items(s.draft_sources):
+                sources.add_metric([drafter, source], n)
+            for drafter, n in _items(s.store_bytes):
+                store_bytes.add_metric([drafter], n)
+            for drafter, n in _items(s.store_sequences):
+                store_sequences.add_metric([drafter], n)
             for profile, n in _items(s.profile_requests):
                 profile_requests.add_metric([profile], n)
             for (profile, drafter), pair in _items(s.profile_pairs):
@@ -168,7 +180,7 @@ class SpecDecodeCollector(Collector):
                     memory.add_metric([drafter, kind], n)
         yield from (drafts, draft_tokens, accepted, pos_drafts, pos_accepted, off, steps, generated, forwards,
                     calls, seconds, drafter_forwards, current_k, rate, drafter_faults, strategy_faults, memory,
-                    profile_requests, profile_drafts, profile_accepted)
+                    profile_requests, profile_drafts, profile_accepted, sources, store_bytes, store_sequences)
 
 
 # -- serving ---------------------------------------------------------------------------------------

@@ -50,6 +50,11 @@ class EngineStats:
     profile_requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: the target's draft tokens by (profile, drafter): proposed and accepted
     profile_pairs: dict[tuple[str, str], PairStats] = field(default_factory=lambda: defaultdict(PairStats))
+    #: MaG's drafted rows by (drafter, source): own history, the store of recent requests, bigram, none
+    draft_sources: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: MaG's store of recent requests: charged bytes and sequences held, by drafter
+    store_bytes: dict[str, int] = field(default_factory=dict)
+    store_sequences: dict[str, int] = field(default_factory=dict)
     drafter_weight_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_bytes: dict[str, int] = field(default_factory=dict)
     drafter_kv_peak_bytes: dict[str, int] = field(default_factory=dict)
@@ -102,6 +107,9 @@ class EngineStats:
                                                     if name == profile}}
                 for profile, n in self.profile_requests.items()
             },
+            "draft_sources": {f"{drafter}:{source}": n for (drafter, source), n in self.draft_sources.items()},
+            "store": {name: {"mib": round(n / 2**20, 3), "sequences": self.store_sequences.get(name, 0)}
+                      for name, n in self.store_bytes.items()},
             "drafter_faults": dict(self.drafter_faults),
             "strategy_faults": dict(self.strategy_faults),
             "drafter_calls": {name: {"calls": n, "seconds": round(self.call_seconds[name], 4)}

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
 from tgi_csd.drafters.bigram import BigramTable
+from tgi_csd.drafters.suffix_store import SuffixStore
 from tgi_csd.tokens import TokenSeq
+
+#: Where a row's draft came from: its own history, the store of recent requests, the bigram table, nowhere.
+SOURCES = ("own", "store", "bigram", "none")
 
 
 class _SuffixIndex:
@@ -28,7 +32,9 @@ class _SuffixIndex:
 
 
 class MaGDrafter(Drafter):
-    """Longest suffix match over prompt + output, copy what followed; else the bigram table.
+    """Longest suffix match over prompt + output, copy what followed; else (with a `store`) what followed the
+    suffix in recent requests; else the bigram table. `sources` counts drafted rows by where the draft came
+    from; `remember` puts a finished request's tokens in the store.
 
     The *most recent* earlier occurrence of the suffix is used: in code and chat the latest
     repetition (the current loop body, the name just defined) predicts the next tokens better
@@ -37,13 +43,20 @@ class MaGDrafter(Drafter):
     """
 
     def __init__(self, bigram: BigramTable | None, name: str = "mag", max_ngram: int = 12,
-                 min_ngram: int = 1, lead_ngram: int | None = None) -> None:
+                 min_ngram: int = 1, lead_ngram: int | None = None, store: SuffixStore | None = None) -> None:
         self.name = name
         self.bigram = bigram
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
         self.lead_ngram = lead_ngram
+        self.store = store
         self.indexes: list[_SuffixIndex] = []
+        self.sources = dict.fromkeys(SOURCES, 0)
+
+    def remember(self, history: list[int]) -> None:
+        """A request finished: its tokens join the store (no store: nothing)."""
+        if self.store is not None:
+            self.store.add(history)
 
     def add_rows(self, infos: list[RowInfo]) -> None:
         for info in infos:
@@ -77,15 +90,22 @@ class MaGDrafter(Drafter):
         tokens = []
         for row, seq, count in zip(rows, seqs, counts):
             out: list[int] = []
-            end = self._match_end(self.indexes[row], seq) if count > 0 else None
+            if count <= 0:
+                tokens.append(out)
+                continue
+            end = self._match_end(self.indexes[row], seq)
+            source = "own"
             if end is not None:
                 length = len(seq)
                 for pos in range(end + 1, end + 1 + count):
                     out.append(seq[pos] if pos < length else out[pos - length])
-            elif self.bigram is not None and count > 0:
-                last = seq[-1]
+            if not out and self.store is not None:
+                out, source = self.store.lookup(seq.last(self.store.max_ngram), count), "store"
+            if not out and self.bigram is not None:
+                last, source = seq[-1], "bigram"
                 for _ in range(count):
                     last = self.bigram[last]
                     out.append(last)
+            self.sources[source if out else "none"] += 1
             tokens.append(out)
         return Proposal(tokens)
