@@ -111,7 +111,8 @@ def part_sizes(args) -> dict:
     corpus = [tokenizer(text).input_ids for text in [*humaneval(), *chats]]
     rng = random.Random(0)
     figures = {}
-    print("\nstore size: charged MiB, Python-held MiB (tracemalloc), sequences, mean lookup µs (20,000 lookups)")
+    print("\nstore size: charged MiB, Python-held MiB (tracemalloc), sequences, mean lookup µs (20,000 lookups), "
+          "hit rate")
     for size in args.sizes:
         store = SuffixStore(memory_mb=size)
         tracemalloc.start()
@@ -126,14 +127,16 @@ def part_sizes(args) -> dict:
             tokens = rng.choice(corpus)
             end = rng.randrange(2, len(tokens))
             tails.append(tokens[max(0, end - 8):end])
+        hits = store.stats.hits
         began = time.perf_counter()
         for tail in tails:
             store.lookup(tail, 5)
         per_lookup = (time.perf_counter() - began) / len(tails) * 1e6
+        hit_rate = (store.stats.hits - hits) / len(tails)
         figures[f"{size}MB"] = {"charged_mib": store.charged_bytes / 2**20, "held_mib": held / 2**20,
-                                "sequences": store.stats.sequences, "lookup_us": per_lookup}
+                                "sequences": store.stats.sequences, "lookup_us": per_lookup, "hit_rate": hit_rate}
         print(f"  {size:4} MB: {store.charged_bytes / 2**20:8.2f} {held / 2**20:8.2f} {store.stats.sequences:8} "
-              f"{per_lookup:8.2f}")
+              f"{per_lookup:8.2f} {hit_rate:6.0%}")
     return figures
 
 

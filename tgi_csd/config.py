@@ -104,7 +104,7 @@ class SuffixStoreSpec(_Strict):
 
 
 class MaGSpec(_Strict):
-    """Statistical drafter: longest suffix match over the sequence, then (with `store`) over recent requests,
+    """Statistical drafter: longest suffix match over the sequence or (with `store`) over recent requests,
     then a bigram table."""
 
     type: Literal["mag"]
@@ -120,8 +120,8 @@ class MaGSpec(_Strict):
         "predicts better than a small model); null = MaG only fills the positions the k-matrix gives it"
     )
     store: SuffixStoreSpec | None = Field(
-        None, description="a bounded memory of recent requests' tokens, matched when the request's own history "
-        "has no match (before the bigram table); shared by every request of the engine or TGI shard: requests "
+        None, description="a bounded memory of recent requests' tokens, drafted from where it knows a longer "
+        "context than the request's own history; shared by every request of the engine or TGI shard: requests "
         "share token statistics through it (leave it out where requests must be isolated)"
     )
 

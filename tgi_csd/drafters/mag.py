@@ -32,8 +32,9 @@ class _SuffixIndex:
 
 
 class MaGDrafter(Drafter):
-    """Longest suffix match over prompt + output, copy what followed; else (with a `store`) what followed the
-    suffix in recent requests; else the bigram table. `sources` counts drafted rows by where the draft came
+    """Longest suffix match over prompt + output, copy what followed; where (with a `store`) recent requests
+    know a longer context than the request's own history, what followed it there instead; else the bigram
+    table. `sources` counts drafted rows by where the draft came
     from; `remember` puts a finished request's tokens in the store.
 
     The *most recent* earlier occurrence of the suffix is used: in code and chat the latest
@@ -71,13 +72,14 @@ class MaGDrafter(Drafter):
         for index, history in zip(self.indexes, histories):
             index.extend(history, self.max_ngram)
 
-    def _match_end(self, index: _SuffixIndex, seq: TokenSeq) -> int | None:
+    def _match(self, index: _SuffixIndex, seq: TokenSeq) -> tuple[int | None, int]:
+        """Where the longest suffix of `seq` last ended earlier in it, and that suffix's length (0: none)."""
         tail = seq.last(self.max_ngram)
         for n in range(len(tail), self.min_ngram - 1, -1):
             end = index.ends.get(tuple(tail[len(tail) - n :]))
             if end is not None:
-                return end
-        return None
+                return end, n
+        return None, 0
 
     def leads(self, row: int, seq: TokenSeq) -> bool:
         """A suffix match of `lead_ngram` or more tokens: copying it beats a small model's guess.
@@ -93,14 +95,14 @@ class MaGDrafter(Drafter):
             if count <= 0:
                 tokens.append(out)
                 continue
-            end = self._match_end(self.indexes[row], seq)
-            source = "own"
-            if end is not None:
-                length = len(seq)
+            end, matched = self._match(self.indexes[row], seq)
+            source = "store"
+            if self.store is not None:  # recent requests, where they know a longer context than the request does
+                out = self.store.lookup(seq.last(self.store.max_ngram), count, longer_than=matched)
+            if not out and end is not None:
+                length, source = len(seq), "own"
                 for pos in range(end + 1, end + 1 + count):
                     out.append(seq[pos] if pos < length else out[pos - length])
-            if not out and self.store is not None:
-                out, source = self.store.lookup(seq.last(self.store.max_ngram), count), "store"
             if not out and self.bigram is not None:
                 last, source = seq[-1], "bigram"
                 for _ in range(count):

@@ -5,7 +5,8 @@ earlier answers). The store keeps the token sequences of requests that finished,
 index from every n-gram (`min_ngram`..`max_ngram` tokens) of them to what followed it: per next token, how
 often it followed and in which sequence and position it last did.
 
-A lookup takes the longest suffix of the request that the index knows, scores each next token by its count
+A lookup takes the longest suffix of the request that the index knows (MaG asks only for one longer than
+its match in the request's own history), scores each next token by its count
 weighted by recency (a sequence's weight halves every `half_life` sequences stored after it), and drafts
 only when the best token's share of the scores reaches `min_confidence`; then it copies what followed that
 token's latest occurrence, as many tokens as the confidence buys (`count * share`, at least one). No draft
@@ -132,12 +133,13 @@ class SuffixStore:
                         del self.index[key]
 
     # -- drafting -------------------------------------------------------------------------------------
-    def lookup(self, tail: list[int], count: int) -> list[int]:
-        """Up to `count` tokens continuing `tail` (its last `max_ngram` tokens suffice), or none."""
+    def lookup(self, tail: list[int], count: int, longer_than: int = 0) -> list[int]:
+        """Up to `count` tokens continuing `tail` (its last `max_ngram` tokens suffice) from a context of more
+        than `longer_than` tokens, or none."""
         if count <= 0:
             return []
         self.stats.lookups += 1
-        for n in range(min(self.max_ngram, len(tail)), self.min_ngram - 1, -1):
+        for n in range(min(self.max_ngram, len(tail)), max(self.min_ngram, longer_than + 1) - 1, -1):
             nexts = self.index.get(tuple(tail[len(tail) - n :]))
             if nexts:
                 return self._draft(nexts, count)
