@@ -34,8 +34,8 @@ class _SuffixIndex:
 class MaGDrafter(Drafter):
     """Longest suffix match over prompt + output, copy what followed; where (with a `store`) recent requests
     know a longer context than the request's own history, what followed it there instead; else the bigram
-    table. `sources` counts drafted rows by where the draft came
-    from; `remember` puts a finished request's tokens in the store.
+    table. `sources` counts drafted rows by where the draft came from; `remember` puts a finished request's
+    tokens in the store.
 
     The *most recent* earlier occurrence of the suffix is used: in code and chat the latest
     repetition (the current loop body, the name just defined) predicts the next tokens better
