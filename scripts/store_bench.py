@@ -5,8 +5,8 @@
 Part 1, workloads: HumanEval's first `--prompts` prompts, then as many questions of data/chat-prompts.jsonl (the
 target's chat template applied), each served in order in consecutive batches, so the store holds the requests
 before. Methods over the same engine settings: `mag` (examples/mag.yaml's MaG), `mag+store`, `csd`
-(examples/csd-distilled.yaml) and `csd+store` (its MaG with the store). Tokens per target forward and tokens/s;
-every output is checked against the target alone under transformers (greedy, float32).
+(examples/csd-distilled.yaml) and `csd+store` (its MaG with a `--store-mb` store). Tokens per target forward
+and tokens/s; every output is checked against the target alone under transformers (greedy, float32).
 
 Part 2, store sizes: a store filled to its budget with HumanEval and chat texts (15% of their tokens replaced at
 random, so each brings new n-grams); the memory it is charged, the memory Python holds for it (tracemalloc), and
@@ -23,7 +23,6 @@ import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STORE = {"memory_mb": 64}
 
 
 def with_store(config, store: dict):
@@ -77,9 +76,13 @@ def part_workloads(args) -> dict:
     csd = load_config(REPO / "examples" / "csd-distilled.yaml")
     mag = load_config(REPO / "examples" / "mag.yaml")
     models = BenchModels(csd)
-    configs = {"mag": mag, "mag+store": with_store(mag, STORE), "csd": csd, "csd+store": with_store(csd, STORE)}
+    store = {"memory_mb": args.store_mb}
+    configs = {"mag": mag, "mag+store": with_store(mag, store), "csd": csd, "csd+store": with_store(csd, store)}
+    configs = {name: config for name, config in configs.items() if name in args.methods}
     figures = {}
     for name, prompts in workloads(models, args.prompts).items():
+        if name not in args.workloads:
+            continue
         refs = [reference_generate(models.target, p, args.tokens, models.eos_token_id) for p in prompts]
         for batch in args.batch_sizes:
             print(f"\n{name}: {len(prompts)} requests in order x {args.tokens} tokens, batch {batch}")
@@ -94,7 +97,7 @@ def part_workloads(args) -> dict:
                 print(f"  {method:10} {row['tokens_per_forward']:14.3f} {row['tokens_per_s']:7.1f} "
                       f"{row['store_share_of_mag_rows']:10.0%}  {verdict}"
                       f"{', near-tie ' + str(row['near_ties']) if row['near_ties'] else ''}")
-            for base in ("mag", "csd"):
+            for base in [m for m in ("mag", "csd") if m in configs and f"{m}+store" in configs]:
                 mine, theirs = figures[f"{name}/batch{batch}/{base}+store"], figures[f"{name}/batch{batch}/{base}"]
                 print(f"  {base}+store vs {base}: {mine['tokens_per_forward'] / theirs['tokens_per_forward']:.3f}x "
                       f"tokens per forward, {mine['tokens_per_s'] / theirs['tokens_per_s']:.3f}x tok/s")
@@ -147,10 +150,14 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--sizes", type=lambda s: [float(x) for x in s.split(",")], default=[1, 16, 256])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--store-mb", type=float, default=64, help="the store's memory_mb in part 1")
+    parser.add_argument("--methods", type=lambda s: s.split(","), default=["mag", "mag+store", "csd", "csd+store"])
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["humaneval", "chat"])
+    parser.add_argument("--skip-sizes", action="store_true")
     parser.add_argument("--skip-workloads", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    figures = {"sizes": part_sizes(args)}
+    figures = {} if args.skip_sizes else {"sizes": part_sizes(args)}
     if not args.skip_workloads:
         figures["workloads"] = part_workloads(args)
     if args.out:
