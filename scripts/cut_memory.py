@@ -22,19 +22,15 @@ import sys
 def measure(way: str, layers: int, dtype: str) -> dict:
     from tgi_csd import models
 
-    def held(model) -> int:
-        tensors = [*model.parameters(), *model.buffers()]
-        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
-
     folder = models.fetch_model(models.DEFAULT_MODEL)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     source = models.load_model(folder, dtype) if way == "whole" else models.load_target_prefix(folder, layers, dtype)
-    loaded = held(source)
+    loaded = models.weight_bytes(source)
     draft = models.cut_from_target(source, layers)
     del source
     gc.collect()
     growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    return {"way": way, "loaded_mib": loaded / 2**20, "kept_mib": held(draft) / 2**20,
+    return {"way": way, "loaded_mib": loaded / 2**20, "kept_mib": models.weight_bytes(draft) / 2**20,
             "peak_rss_growth_mib": growth / 1024}
 
 

@@ -37,19 +37,15 @@ def main() -> None:
     from tgi_csd.bench.loading import BenchModels
     from tgi_csd.config import load_config
     from tgi_csd.engine import Request
-    from tgi_csd.prompts import humaneval
+    from tgi_csd.prompts import encode_chat, humaneval, load_prompts
     from tgi_csd.reference import Agreement, compare, reference_generate
 
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     models = BenchModels(config)
-    tokenizer = models.tokenizer
-    chats = [json.loads(line)["prompt"] for line in (REPO / "data" / "chat-prompts.jsonl").read_text().splitlines()]
     code = [("code", models.encode(p)) for p in humaneval(0, args.code)]
-    chat = []
-    for question in chats[: args.chat]:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
-        chat.append(("chat", list(ids["input_ids"] if hasattr(ids, "keys") else ids)))
+    chat = [("chat", encode_chat(models.tokenizer, q))
+            for q in load_prompts(str(REPO / "data" / "chat-prompts.jsonl"))[: args.chat]]
     order = [p for pair in itertools.zip_longest(code, chat) for p in pair if p is not None]  # code, chat, ...
     refs = [reference_generate(models.target, ids, args.tokens, models.eos_token_id) for _, ids in order]
 

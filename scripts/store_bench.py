@@ -23,6 +23,7 @@ import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CHAT_PROMPTS = REPO / "data" / "chat-prompts.jsonl"
 
 
 def with_store(config, store: dict):
@@ -35,13 +36,9 @@ def with_store(config, store: dict):
 
 
 def workloads(models, count: int) -> dict[str, list[list[int]]]:
-    from tgi_csd.prompts import humaneval
+    from tgi_csd.prompts import encode_chat, humaneval, load_prompts
 
-    chats = [json.loads(line)["prompt"] for line in (REPO / "data" / "chat-prompts.jsonl").read_text().splitlines()]
-    chat = []
-    for question in chats[:count]:
-        ids = models.tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
-        chat.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    chat = [encode_chat(models.tokenizer, q) for q in load_prompts(str(CHAT_PROMPTS))[:count]]
     return {"humaneval": [models.encode(p) for p in humaneval(0, count)], "chat": chat}
 
 
@@ -107,11 +104,10 @@ def part_workloads(args) -> dict:
 def part_sizes(args) -> dict:
     from tgi_csd.drafters.suffix_store import SuffixStore
     from tgi_csd.models import DEFAULT_MODEL, fetch_model, load_tokenizer
-    from tgi_csd.prompts import humaneval
+    from tgi_csd.prompts import humaneval, load_prompts
 
     tokenizer = load_tokenizer(fetch_model(DEFAULT_MODEL))
-    chats = [json.loads(line)["prompt"] for line in (REPO / "data" / "chat-prompts.jsonl").read_text().splitlines()]
-    corpus = [tokenizer(text).input_ids for text in [*humaneval(), *chats]]
+    corpus = [tokenizer(text).input_ids for text in [*humaneval(), *load_prompts(str(CHAT_PROMPTS))]]
     rng = random.Random(0)
     figures = {}
     print("\nstore size: charged MiB, Python-held MiB (tracemalloc), sequences, mean lookup µs (20,000 lookups), "

@@ -33,18 +33,10 @@ from tgi_csd.bench.options import check_at_least
 from tgi_csd.config import load_config
 from tgi_csd.engine import Engine, Request
 from tgi_csd.errors import ConfigError
-from tgi_csd.prompts import load_prompts
+from tgi_csd.prompts import encode_chat, load_prompts
 
 ENGINES = ("nospec", "static", "adaptive")
 WARMUP_TOKENS = 8
-
-
-def encode_chat(tokenizer, text: str) -> list[int]:
-    """`text` as a user turn of the tokenizer's chat template (with the assistant's prompt), else plain."""
-    if not getattr(tokenizer, "chat_template", None):
-        return tokenizer(text).input_ids
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-    return ids["input_ids"] if hasattr(ids, "keys") else ids
 
 
 def _counts(engine: Engine) -> dict:

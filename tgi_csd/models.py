@@ -149,6 +149,12 @@ def load_model(folder: Path, dtype: str = "float32", device: str = "cpu", *,
     ).eval()
 
 
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters and buffers `model` reads, each tensor's storage counted once."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
 def load_target_prefix(folder: Path, layers: int, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
     """The target in `folder` with only its first `layers` decoder layers read from the checkpoint (plus its
     embeddings, final norm and head): what `cut_from_target` needs for drafters of up to `layers` layers,

@@ -21,6 +21,14 @@ def humaneval(start: int = 0, stop: int | None = None) -> list[str]:
     return [problems[key]["prompt"] for key in ordered[start:stop]]
 
 
+def encode_chat(tokenizer, text: str) -> list[int]:
+    """`text` as a user turn of the tokenizer's chat template (with the assistant's prompt), else plain."""
+    if not getattr(tokenizer, "chat_template", None):
+        return tokenizer(text).input_ids
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def load_prompts(spec: str, option: str = "--prompts") -> list[str]:
     """`humaneval`, `humaneval:START:STOP`, or a file (`.jsonl` with `prompt`, else one prompt per line)."""
     if spec == "humaneval" or spec.startswith("humaneval:"):

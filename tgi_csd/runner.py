@@ -8,7 +8,7 @@ import inspect
 import torch
 from transformers import PreTrainedModel
 
-from tgi_csd import clock
+from tgi_csd import clock, models
 from tgi_csd.adaptive import SizeCost
 from tgi_csd.config import KernelSetting
 from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
@@ -52,8 +52,7 @@ class ModelRunner:
         self.forward_seconds = 0.0
         self.cost = SizeCost()  # seconds per forward by tokens fed (rows x padded width)
         #: bytes of the parameters and buffers the model reads, each tensor's storage counted once
-        self.weight_bytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                                 for t in [*model.parameters(), *model.buffers()]}.values())
+        self.weight_bytes = models.weight_bytes(model)
 
     def limit_kv(self, budget_bytes: int) -> None:
         """Cap the KV buffers at `budget_bytes` (a `BudgetedKVCache`); only before any row joins."""
