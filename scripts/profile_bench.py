@@ -37,14 +37,14 @@ def main() -> None:
     from tgi_csd.bench.loading import BenchModels
     from tgi_csd.config import load_config
     from tgi_csd.engine import Request
-    from tgi_csd.prompts import encode_chat, humaneval, load_prompts
+    from tgi_csd.prompts import humaneval, load_prompts
     from tgi_csd.reference import Agreement, compare, reference_generate
 
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     models = BenchModels(config)
     code = [("code", models.encode(p)) for p in humaneval(0, args.code)]
-    chat = [("chat", encode_chat(models.tokenizer, q))
+    chat = [("chat", models.encode(q, chat=True))
             for q in load_prompts(str(REPO / "data" / "chat-prompts.jsonl"))[: args.chat]]
     order = [p for pair in itertools.zip_longest(code, chat) for p in pair if p is not None]  # code, chat, ...
     refs = [reference_generate(models.target, ids, args.tokens, models.eos_token_id) for _, ids in order]

@@ -36,9 +36,9 @@ def with_store(config, store: dict):
 
 
 def workloads(models, count: int) -> dict[str, list[list[int]]]:
-    from tgi_csd.prompts import encode_chat, humaneval, load_prompts
+    from tgi_csd.prompts import humaneval, load_prompts
 
-    chat = [encode_chat(models.tokenizer, q) for q in load_prompts(str(CHAT_PROMPTS))[:count]]
+    chat = [models.encode(q, chat=True) for q in load_prompts(str(CHAT_PROMPTS))[:count]]
     return {"humaneval": [models.encode(p) for p in humaneval(0, count)], "chat": chat}
 
 

@@ -33,7 +33,7 @@ from tgi_csd.bench.options import check_at_least
 from tgi_csd.config import load_config
 from tgi_csd.engine import Engine, Request
 from tgi_csd.errors import ConfigError
-from tgi_csd.prompts import encode_chat, load_prompts
+from tgi_csd.prompts import load_prompts
 
 ENGINES = ("nospec", "static", "adaptive")
 WARMUP_TOKENS = 8
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {error}", markup=False, highlight=False)
         return 2
     phases = [("code", [models.encode(t) for t in texts["code"]]),
-              ("chat", [encode_chat(models.tokenizer, t) for t in texts["chat"]])]
+              ("chat", [models.encode(t, chat=True) for t in texts["chat"]])]
     cascades = {"nospec": no_speculation(config), "static": static_cascade(config),
                 "adaptive": adaptive_cascade(config)}
     runs, outputs = {}, {}

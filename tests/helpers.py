@@ -63,8 +63,14 @@ def hf_greedy(model: LlamaForCausalLM, prompt: list[int], new_tokens: int) -> li
     return out[0, len(prompt):].tolist()
 
 
-def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0):
-    """A tiny Llama with a word-level tokenizer ('w0' … 'w{vocab-1}', EOS 'w1'), saved as safetensors."""
+#: a chat template for the tiny word-level tokenizer: each turn 'w2 CONTENT', the assistant's prompt 'w2'
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}w2 {{ m['content'] }} {% endfor %}"
+                      "{% if add_generation_prompt %}w2{% endif %}")
+
+
+def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0, chat_template: str | None = None):
+    """A tiny Llama with a word-level tokenizer ('w0' … 'w{vocab-1}', EOS 'w1'), saved as safetensors; the
+    tokenizer has `chat_template` when given."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -72,6 +78,7 @@ def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0)
     backend = Tokenizer(models.WordLevel(words, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0", eos_token="w1")
+    tokenizer.chat_template = chat_template
     model = tiny_llama(vocab=vocab, layers=layers, seed=seed)
     model.config.eos_token_id = 1
     model.save_pretrained(folder, safe_serialization=True)
@@ -79,12 +86,13 @@ def save_tiny_model_dir(folder, vocab: int = 64, layers: int = 4, seed: int = 0)
     return folder
 
 
-def tiny_cascade_config(folder, adaptive: dict | None = None):
-    """`folder/cascade.yaml` over a tiny saved target (`folder/tiny`): a 2-layer cut drafter, then MaG
-    without a bigram table, k-matrix [[2, 2], [0, 3]]; with `adaptive` as the config's adaptive section."""
+def tiny_cascade_config(folder, adaptive: dict | None = None, chat_template: str | None = None):
+    """`folder/cascade.yaml` over a tiny saved target (`folder/tiny`, with `chat_template`): a 2-layer cut
+    drafter, then MaG without a bigram table, k-matrix [[2, 2], [0, 3]]; with `adaptive` as the config's
+    adaptive section."""
     import yaml
 
-    save_tiny_model_dir(folder / "tiny")
+    save_tiny_model_dir(folder / "tiny", chat_template=chat_template)
     data = {
         "target": {"model": str(folder / "tiny")},
         "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],

@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from helpers import tiny_cascade_config, tiny_llama
+from helpers import TINY_CHAT_TEMPLATE, tiny_cascade_config, tiny_llama
 from tgi_csd.bench.cost import compute_params, relative_costs, tokens_per_cost
 from tgi_csd.bench.methods import EngineMethod, HFGenerate, Method, Run
 from tgi_csd.bench.report import Results, markdown
@@ -260,6 +260,35 @@ def test_k_sweep_runs_named_methods_next_to_the_static_points(setup):
     assert data["headline"]["best_static"] == max(static, key=static.get)
     assert data["headline"]["csd_adaptive_vs_best_static"] == pytest.approx(
         next(r["speedup"]["median"] for r in data["rows"] if r["method"] == "csd-adaptive") / max(static.values()))
+
+
+def test_chat_prompts_go_through_the_template_and_the_results_say_so(tmp_path):
+    """`messages` records always take the target's chat template, text prompts with `--chat`; the output is
+    the continuation of the templated prompt (so it equals the target's on those ids), and results.json records
+    which prompts were text and which chats. Without a template `--chat` is refused, naming the option."""
+    config = tiny_cascade_config(tmp_path, chat_template=TINY_CHAT_TEMPLATE)
+    prompts = tmp_path / "chats.jsonl"
+    prompts.write_text(json.dumps({"messages": [{"role": "user", "content": "w3 w4 w3 w4"}]}) + "\n"
+                       + json.dumps({"prompt": "w7 w8 w7"}) + "\n")
+    runs = {}
+    for flag in ([], ["--chat"]):
+        out = tmp_path / f"out{len(flag)}"
+        result = bench(config, prompts, out, "--methods", "csd", "--batch-sizes", "1", *flag)
+        assert result.exit_code == 0, result.output
+        runs[bool(flag)] = json.loads((out / "results.json").read_text())
+    for chat, data in runs.items():
+        assert data["mismatches"] == 0
+        assert {k: data["settings"][k] for k in ("chat_template", "text_prompts", "chat_prompts")} == {
+            "chat_template": True, "text_prompts": 1, "chat_prompts": 1}
+        assert data["settings"]["chat"] is chat
+    assert "from " + str(prompts) + " in the target's chat template," in (tmp_path / "out1" / "results.md").read_text()
+    assert "(1 chats in the target's chat template, 1 texts raw)" in (tmp_path / "out0" / "results.md").read_text()
+    ar = {chat: next(r for r in data["rows"] if r["method"] == "ar")["outputs"] for chat, data in runs.items()}
+    assert ar[True][0] == ar[False][0] and ar[True][1] != ar[False][1], "only the text prompt's ids change"
+
+    plain = tiny_cascade_config(tmp_path / "plain")
+    result = bench(plain, prompts, tmp_path / "o", "--methods", "csd", "--batch-sizes", "1")
+    assert result.exit_code == 2 and "error: --chat: the model's tokenizer has no chat template" in result.output
 
 
 def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):

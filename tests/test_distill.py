@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from helpers import save_tiny_model_dir
+from helpers import TINY_CHAT_TEMPLATE, save_tiny_model_dir
 from tgi_csd.adapters import ReducedHead, read_metadata
 from tgi_csd.cli import app
 from tgi_csd.config import parse_config
@@ -191,3 +191,27 @@ def test_resume_refuses_a_checkpoint_that_is_not_plain_data(workspace, tmp_path)
     torch.save({"lora": {}, "payload": Payload()}, state)
     with pytest.raises(ConfigError, match=r"--resume: cannot read .*state.pt .*delete .* to train from the start"):
         run(str(workspace / "tiny"), "layers:2", [str(workspace / "prompts.txt")], out, settings, resume=True)
+
+
+def test_each_held_out_set_is_scored_on_its_own_and_chats_take_the_template(tmp_path):
+    """Two `--val-prompts` sets (text prompts; chats in `messages`): the report gives each set's agreement
+    before and after beside the overall figures, and records that the chat template was used."""
+    save_tiny_model_dir(tmp_path / "tiny", chat_template=TINY_CHAT_TEMPLATE)
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(" ".join(f"w{(i * 5 + j) % 60 + 3}" for j in range(6)) for i in range(8)))
+    code = tmp_path / "code.txt"
+    code.write_text("w3 w4 w5 w6\nw9 w8 w7 w6\n")
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 1}"}]})
+                               for i in (10, 20, 30)))
+    report = run(str(tmp_path / "tiny"), "layers:2", [str(train)], tmp_path / "lora", DistillSettings(**FAST),
+                 val_specs=[str(code), str(chats)], chat=True)
+    assert report["chat_template"] is True and report["held_out_sequences"] == 5
+    assert {name: part["sequences"] for name, part in report["held_out"].items()} == {str(code): 2, str(chats): 3}
+    for part in report["held_out"].values():
+        assert set(part) == {"sequences", "before", "after"}
+        assert 0 <= part["after"]["agreement"] <= 1
+    weighted = sum(p["sequences"] * p["after"]["accepted_k8"] for p in report["held_out"].values()) / 5
+    assert weighted == pytest.approx(report["after"]["accepted_k8"], abs=1e-3), "the parts make up the whole"
+    saved = json.loads((tmp_path / "lora" / "distill_report.json").read_text())
+    assert saved["held_out"] == report["held_out"]

@@ -1,9 +1,13 @@
-"""Prompt sets: HumanEval slices, JSONL and plain-text files, one clear error for bad files."""
+"""Prompt sets: HumanEval slices, JSONL (text or chat records) and plain-text files, one clear error for bad
+files; token ids raw or through the chat template."""
+
+import json
 
 import pytest
 
+from helpers import TINY_CHAT_TEMPLATE, save_tiny_model_dir
 from tgi_csd.errors import ConfigError
-from tgi_csd.prompts import load_prompts
+from tgi_csd.prompts import encode_prompt, load_prompts, prompt_forms
 
 
 def test_prompt_files(tmp_path):
@@ -33,3 +37,33 @@ def test_humaneval_slices():
     assert load_prompts("humaneval:162:") == load_prompts("humaneval")[162:]
     with pytest.raises(ConfigError, match="humaneval:START:STOP"):
         load_prompts("humaneval:a:b")
+
+
+def test_chat_records_load_and_bad_ones_name_the_line(tmp_path):
+    jsonl = tmp_path / "chats.jsonl"
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    jsonl.write_text(json.dumps({"messages": chat}) + "\n" + json.dumps({"prompt": "plain"}) + "\n")
+    assert load_prompts(str(jsonl)) == [chat, "plain"]
+    assert prompt_forms(load_prompts(str(jsonl)), chat=False) == {
+        "chat_template": True, "text_prompts": 1, "chat_prompts": 1}
+    assert prompt_forms(["a", "b"], chat=False)["chat_template"] is False
+    for bad in ([], [{"role": "user"}], [{"role": "robot", "content": "x"}],
+                [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]):
+        jsonl.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps({"messages": bad}) + "\n")
+        with pytest.raises(ConfigError, match=r"--prompts: .* line 2: `messages` must be .* ending with a user turn"):
+            load_prompts(str(jsonl))
+
+
+def test_encode_prompt_applies_the_chat_template_to_chats_and_on_request(tmp_path):
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(save_tiny_model_dir(tmp_path / "plain"))
+    templated = AutoTokenizer.from_pretrained(save_tiny_model_dir(tmp_path / "chat", chat_template=TINY_CHAT_TEMPLATE))
+    assert encode_prompt(templated, "w5 w6") == [5, 6]  # text as it is
+    assert encode_prompt(templated, "w5 w6", chat=True) == [2, 5, 6, 2]  # one user turn, the assistant's prompt
+    chat = [{"role": "system", "content": "w7"}, {"role": "user", "content": "w5"}]
+    assert encode_prompt(templated, chat) == [2, 7, 2, 5, 2]  # a chat always goes through the template
+    assert encode_prompt(plain, "w5 w6") == [5, 6]
+    for prompt, chat_flag in (("w5", True), (chat, False)):
+        with pytest.raises(ConfigError, match="--chat: the model's tokenizer has no chat template"):
+            encode_prompt(plain, prompt, chat_flag)

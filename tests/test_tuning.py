@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers import tiny_cascade_config
+from helpers import TINY_CHAT_TEMPLATE, tiny_cascade_config
 from tgi_csd.bench.ksweep import label
 from tgi_csd.bench.tuning import MAX_DEFAULT_POINTS, default_cells, entry_values
 from tgi_csd.cli import app
@@ -63,6 +63,18 @@ def test_tune_writes_the_fastest_exact_grid_point_into_a_copy_of_the_config(setu
     assert "★" in result.output and "nospec" in result.output
 
 
+def test_tune_on_chat_prompts_records_chat_in_its_command(tmp_path):
+    config = tiny_cascade_config(tmp_path, chat_template=TINY_CHAT_TEMPLATE)
+    prompts = tmp_path / "questions.txt"
+    prompts.write_text("w3 w4 w5 w3 w4\nw7 w8 w7 w8\n")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"grid": [[1, 2], [0, 3]]}))
+    out = tmp_path / "tuned.yaml"
+    result = tune(config, prompts, out, "--grid", str(grid), "--chat")
+    assert result.exit_code == 0, result.output
+    assert f"# command: tgi-csd tune --config {config} --prompts {prompts} --chat --grid {grid}" in out.read_text()
+
+
 def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):
     _, config, prompts = setup
     empty = tmp_path / "empty.txt"
@@ -84,6 +96,7 @@ def test_bad_inputs_exit_2_naming_the_option(setup, tmp_path):
         (["--batch-size", "0"], "--batch-size:"),
         (["--repeats", "0"], "--repeats:"),
         (["--out", str(tmp_path / "tuned.txt")], "--out:"),
+        (["--chat"], "--chat: the model's tokenizer has no chat template"),
     ]
     for args, message in cases:
         base = ["tune", "--config", str(config), "--prompts", str(prompts), "--out", str(tmp_path / "t.yaml")]

@@ -52,6 +52,7 @@ def generate(
 
     from tgi_csd.config import load_config
     from tgi_csd.engine import Engine, Request
+    from tgi_csd.prompts import encode_prompt
     from tgi_csd.sampling import SamplingParams
 
     try:
@@ -70,11 +71,7 @@ def generate(
                               f"{', '.join(cascade.speculation_choices())} (profiles: the config's `profiles`)")
         engine = Engine.from_config(cascade)
         tokenizer = engine.tokenizer
-        if chat:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        else:
-            ids = tokenizer(prompt).input_ids
+        ids = encode_prompt(tokenizer, prompt, chat)
         request = Request(prompt_ids=ids, max_new_tokens=max_new_tokens, params=params, stop=stop or [],
                           speculation=speculation)
         result = engine.generate([request])[0]

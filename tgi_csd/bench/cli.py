@@ -15,7 +15,10 @@ from tgi_csd.errors import ConfigError
 def bench_command(
     config: Annotated[Path, typer.Option(help="cascade YAML: the target, the drafters and the k-matrix `csd` runs")],
     prompts: Annotated[Path | None, typer.Option(
-        help="*.jsonl with a `prompt` field, or any other file with one prompt a line (default: HumanEval)")] = None,
+        help="*.jsonl whose records have `prompt` (text) or `messages` (an OpenAI chat), or any other file with "
+        "one prompt a line (default: HumanEval)")] = None,
+    chat: Annotated[bool, typer.Option(
+        help="put each text prompt in the target's chat template as a user turn (`messages` always are)")] = False,
     limit: Annotated[int, typer.Option(help="use the first N prompts (> 0)")] = 20,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per prompt (> 0)")] = 128,
     repeats: Annotated[int, typer.Option(help="interleaved rounds over all methods (> 0)")] = 3,
@@ -44,8 +47,8 @@ def bench_command(
     from tgi_csd.cli_errors import fail
 
     try:
-        checked = plan(config=config, prompts=prompts, limit=limit, max_new_tokens=max_new_tokens, repeats=repeats,
-                       seed=seed, threads=threads, methods=methods, batch_sizes=batch_sizes, k=k,
+        checked = plan(config=config, prompts=prompts, chat=chat, limit=limit, max_new_tokens=max_new_tokens,
+                       repeats=repeats, seed=seed, threads=threads, methods=methods, batch_sizes=batch_sizes, k=k,
                        single_drafter=single_drafter, leniency=leniency, k_sweep=k_sweep, tolerance=tolerance, out=out)
         mismatches = measure(checked)
     except ConfigError as error:
@@ -82,7 +85,7 @@ def measure(checked: Plan) -> int:
                *(EngineMethod(label(p.k_matrix), models, p) for p in checked.points or [])]
     methods = [e for e in entries if not isinstance(e, NotApplicable)]
     costs = relative_costs(models.target, models.assets.models)
-    prompt_ids = [models.encode(t) for t in checked.prompts]
+    prompt_ids = [models.encode(p, checked.chat) for p in checked.prompts]
     refs = runner.references(models, prompt_ids, settings["max_new_tokens"], console)
     measurements = runner.run_interleaved(methods, prompt_ids, refs, checked.batch_sizes, settings["repeats"],
                                           settings["max_new_tokens"], settings["tolerance"], console)

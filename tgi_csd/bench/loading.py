@@ -8,6 +8,7 @@ from tgi_csd import models
 from tgi_csd.builder import DrafterAssets, build_session
 from tgi_csd.config import CascadeConfig
 from tgi_csd.engine import Engine
+from tgi_csd.prompts import Prompt, encode_prompt
 from tgi_csd.runner import ModelRunner
 from tgi_csd.small_rows import resolve
 
@@ -34,8 +35,9 @@ class BenchModels:
     def eos_token_id(self) -> int | None:
         return self.tokenizer.eos_token_id
 
-    def encode(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt).input_ids
+    def encode(self, prompt: Prompt, chat: bool = False) -> list[int]:
+        """`prompt`'s ids, through the chat template where it is a chat or `chat` is set."""
+        return encode_prompt(self.tokenizer, prompt, chat)
 
     def engine(self, cascade: CascadeConfig) -> Engine:
         """A fresh engine (zeroed stats, empty caches, new controllers when `cascade.adaptive`) for

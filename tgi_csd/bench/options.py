@@ -8,7 +8,7 @@ from pathlib import Path
 from tgi_csd.bench.ksweep import load_grid
 from tgi_csd.config import CascadeConfig, load_config
 from tgi_csd.errors import ConfigError
-from tgi_csd.prompts import load_prompts
+from tgi_csd.prompts import Prompt, load_prompts, prompt_forms
 
 METHODS = ("ar", "nospec", "hf-assisted", "hf-prompt-lookup", "ngram", "sd", "mag", "csd", "csd-adaptive",
            "csd-lenient")
@@ -61,7 +61,8 @@ class Plan:
     `methods`, which then defaults to `ar` alone), else None."""
 
     cascade: CascadeConfig
-    prompts: list[str]
+    prompts: list[Prompt]
+    chat: bool
     methods: list[str]
     batch_sizes: list[int]
     ks: dict[str, int]
@@ -72,7 +73,7 @@ class Plan:
     out: Path
 
 
-def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int, repeats: int, seed: int,
+def plan(*, config: Path, prompts: Path | None, chat: bool, limit: int, max_new_tokens: int, repeats: int, seed: int,
          threads: int | None, methods: str | None, batch_sizes: str, k: list[str] | None,
          single_drafter: str | None, leniency: float, k_sweep: Path | None, tolerance: float, out: Path) -> Plan:
     """Check every option (reading the config, prompts and grid, loading no model)."""
@@ -90,7 +91,8 @@ def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int,
     texts = load_prompts(str(prompts) if prompts else "humaneval")[:limit]
     settings: dict = {
         "config": str(config), "cascade": cascade.model_dump(mode="json"),
-        "prompt_source": str(prompts) if prompts else "HumanEval", "prompts": len(texts),
+        "prompt_source": str(prompts) if prompts else "HumanEval", "prompts": len(texts), "chat": chat,
+        **prompt_forms(texts, chat),
         "max_new_tokens": max_new_tokens, "repeats": repeats, "seed": seed, "threads": threads,
         "batch_sizes": sizes,
         "tolerance": tolerance,
@@ -100,4 +102,4 @@ def plan(*, config: Path, prompts: Path | None, limit: int, max_new_tokens: int,
     if k_sweep is not None:
         points, skipped = load_grid(k_sweep, cascade)
         settings["k_sweep"] = {"grid": str(k_sweep), "points": len(points), "skipped": skipped}
-    return Plan(cascade, texts, names, sizes, ks, single_drafter, leniency, points, settings, out)
+    return Plan(cascade, texts, chat, names, sizes, ks, single_drafter, leniency, points, settings, out)

@@ -127,13 +127,22 @@ def adaptive_lines(results: Results) -> list[str]:
     return lines
 
 
+def template_note(settings: dict) -> str:
+    """How the prompts met the chat template (older results carry no such fields: none)."""
+    if not settings.get("chat_template"):
+        return ""
+    if settings.get("chat"):
+        return " in the target's chat template"
+    return f" ({settings['chat_prompts']} chats in the target's chat template, {settings['text_prompts']} texts raw)"
+
+
 def markdown(results: Results) -> str:
     s = results.settings
     lines = [
         "# tgi-csd bench",
         "",
-        f"{s['prompts']} prompts from {s['prompt_source']}, {s['max_new_tokens']} new tokens, greedy, "
-        f"repeats: {s['repeats']} (interleaved), config `{s['config']}`.",
+        f"{s['prompts']} prompts from {s['prompt_source']}{template_note(s)}, {s['max_new_tokens']} new tokens, "
+        f"greedy, repeats: {s['repeats']} (interleaved), config `{s['config']}`.",
         "",
     ]
     if results.mismatches:

@@ -27,7 +27,7 @@ from tgi_csd.bench.ksweep import grid_points, label, load_grid
 from tgi_csd.bench.options import check_at_least
 from tgi_csd.config import CascadeConfig, parse_config, read_yaml
 from tgi_csd.errors import ConfigError
-from tgi_csd.prompts import load_prompts
+from tgi_csd.prompts import Prompt, load_prompts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -61,7 +61,8 @@ class TunePlan:
     config_path: Path
     raw: dict
     cascade: CascadeConfig
-    prompts: list[str]
+    prompts: list[Prompt]
+    chat: bool
     points: list[CascadeConfig]
     skipped: int
     max_new_tokens: int
@@ -72,7 +73,7 @@ class TunePlan:
     command: str
 
 
-def plan(*, config: Path, prompts: str, grid: Path | None, limit: int, max_new_tokens: int, batch_size: int,
+def plan(*, config: Path, prompts: str, chat: bool, grid: Path | None, limit: int, max_new_tokens: int, batch_size: int,
          repeats: int, tolerance: float, threads: int | None, out: Path) -> TunePlan:
     """Check every option (reading the config, prompts and grid, loading no model); errors name the option."""
     check_at_least("--limit", limit, 1)
@@ -93,11 +94,11 @@ def plan(*, config: Path, prompts: str, grid: Path | None, limit: int, max_new_t
         points, skipped = load_grid(grid, cascade, "--grid")
     else:
         points, skipped = grid_points(default_cells(cascade.k_matrix), cascade)
-    words = ["tgi-csd", "tune", "--config", str(config), "--prompts", prompts,
+    words = ["tgi-csd", "tune", "--config", str(config), "--prompts", prompts, *(["--chat"] if chat else []),
              *(["--grid", str(grid)] if grid is not None else []), "--limit", str(limit),
              "--max-new-tokens", str(max_new_tokens), "--batch-size", str(batch_size), "--repeats", str(repeats),
              *(["--threads", str(threads)] if threads is not None else []), "--out", str(out)]
-    return TunePlan(config, raw, cascade, texts, points, skipped, max_new_tokens, batch_size, repeats, tolerance,
+    return TunePlan(config, raw, cascade, texts, chat, points, skipped, max_new_tokens, batch_size, repeats, tolerance,
                     out, shlex.join(words))
 
 
@@ -127,7 +128,7 @@ def measure(checked: TunePlan, console: Console) -> list[Point]:
     models = BenchModels(checked.cascade)
     methods = [EngineMethod(NOSPEC, models, no_speculation(checked.cascade)),
                *(EngineMethod(label(p.k_matrix), models, p) for p in checked.points)]
-    prompt_ids = [models.encode(t) for t in checked.prompts]
+    prompt_ids = [models.encode(p, checked.chat) for p in checked.prompts]
     refs = runner.references(models, prompt_ids, checked.max_new_tokens, console)
     measurements = runner.run_interleaved(methods, prompt_ids, refs, [checked.batch_size], checked.repeats,
                                           checked.max_new_tokens, checked.tolerance, console)
@@ -204,7 +205,10 @@ def table(ranked: list[Point]) -> Table:
 def tune_command(
     config: Annotated[Path, typer.Option(help="cascade YAML to tune; its k-matrix bounds the default grid")],
     prompts: Annotated[str, typer.Option(
-        help="`humaneval`, `humaneval:START:STOP`, *.jsonl with a `prompt` field, or a file with one prompt a line")],
+        help="`humaneval`, `humaneval:START:STOP`, *.jsonl whose records have `prompt` or `messages` (an OpenAI "
+        "chat), or a file with one prompt a line")],
+    chat: Annotated[bool, typer.Option(
+        help="put each text prompt in the target's chat template as a user turn (`messages` always are)")] = False,
     grid: Annotated[Path | None, typer.Option(
         help="grid YAML of k-matrices, as for `bench --k-sweep` (default: each positive k-matrix entry tried "
         "at 1..its value)")] = None,
@@ -222,7 +226,7 @@ def tune_command(
     from tgi_csd.cli_errors import fail
 
     try:
-        checked = plan(config=config, prompts=prompts, grid=grid, limit=limit, max_new_tokens=max_new_tokens,
+        checked = plan(config=config, prompts=prompts, chat=chat, grid=grid, limit=limit, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, repeats=repeats, tolerance=tolerance, threads=threads, out=out)
     except ConfigError as error:
         fail(error)

@@ -14,13 +14,17 @@ from tgi_csd.errors import ConfigError
 def distill_command(
     target: Annotated[str, typer.Option(help="target model: a name from `tgi-csd models list` or a folder")],
     draft: Annotated[str, typer.Option(help="layers:N (the target's first N layers) or a model with its tokenizer")],
-    prompts: Annotated[list[str], typer.Option(help="prompt file (.jsonl with `prompt`, or text lines) or "
-                                                    "humaneval[:START:STOP]; repeatable")],
+    prompts: Annotated[list[str], typer.Option(
+        help="prompt file (.jsonl with `prompt` or `messages`, or text lines) or humaneval[:START:STOP]; "
+        "repeatable: a mixed corpus is several")],
     out: Annotated[Path, typer.Option(help="adapter folder to write")],
     val_prompts: Annotated[
         list[str] | None,
-        typer.Option(help="held-out prompts (same forms as --prompts); default: a random --val-fraction of --prompts"),
+        typer.Option(help="held-out prompts (same forms as --prompts; repeatable: the report scores each set on "
+                          "its own); default: a random --val-fraction of --prompts"),
     ] = None,
+    chat: Annotated[bool, typer.Option(
+        help="put each text prompt in the target's chat template as a user turn (`messages` always are)")] = False,
     rank: int = 16,
     alpha: float = 32.0,
     target_modules: Annotated[str | None, typer.Option(help="comma list; default all attention + MLP")] = None,
@@ -65,8 +69,8 @@ def distill_command(
             raise ConfigError(f"--device: {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device: CUDA is not available here; use --device cpu")
-        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device))
+        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device), chat)
     except ConfigError as error:
         fail(error)
-    typer.echo(json.dumps({k: report[k] for k in ("before", "after", "wall_seconds", "peak_rss_mb")}))
+    typer.echo(json.dumps({k: report[k] for k in ("before", "after", "held_out", "wall_seconds", "peak_rss_mb")}))
     typer.echo(f"adapter written to {out}")

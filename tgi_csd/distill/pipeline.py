@@ -16,10 +16,12 @@ from tgi_csd.distill.data import Example, continuations, label
 from tgi_csd.distill.train import DistillSettings, acceptance, draft_forward, draft_head, frequent_tokens, make_draft
 from tgi_csd.distill.train import train as train_lora
 from tgi_csd.errors import ConfigError, reading
-from tgi_csd.prompts import load_prompts
+from tgi_csd.prompts import encode_prompt, load_prompts
 
 DATASET = "dataset.pt"
 REPORT = "distill_report.json"
+#: the held-out set's name when it is a random fraction of --prompts
+HELD_OUT = "held-out fraction of --prompts"
 
 
 def parse_draft(spec: str) -> tuple[int | None, str | None]:
@@ -33,9 +35,11 @@ def parse_draft(spec: str) -> tuple[int | None, str | None]:
 
 
 def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, settings: DistillSettings,
-        resume: bool = False, val_specs: list[str] | None = None, device: str = "cpu") -> dict:
+        resume: bool = False, val_specs: list[str] | None = None, device: str = "cpu", chat: bool = False) -> dict:
     """Distill on `device`, save the adapter folder into `out`, and return the report (also
-    `out/distill_report.json`)."""
+    `out/distill_report.json`). Each `val_specs` entry is a held-out set the report scores on its own (its
+    agreement before and after), beside all of them together; text prompts go through the target's chat
+    template when `chat`, chats (`messages`) always."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
@@ -57,19 +61,23 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
     if resume and dataset_path.is_file():
         with reading("--resume", dataset_path, f"delete {dataset_path} to label the prompts again"):
             saved = torch.load(dataset_path, weights_only=True)
-            train_set, val_set = ([Example(**e) for e in part] for part in saved)
+            train_set, val_set = ([Example(**e) for e in part] for part in saved[:2])
+            val_groups = saved[2] if len(saved) > 2 else [HELD_OUT] * len(val_set)
     else:
-        def tokenized(specs: list[str], option: str) -> list[list[int]]:
-            ids = [tokenizer(p).input_ids for spec in specs for p in load_prompts(spec, option)]
+        def tokenized(spec: str, option: str) -> list[list[int]]:
+            ids = [encode_prompt(tokenizer, p, chat) for p in load_prompts(spec, option)]
             return [i for i in ids if i]
 
-        train_ids = tokenized(prompt_specs, "--prompts")
+        train_ids = [ids for spec in prompt_specs for ids in tokenized(spec, "--prompts")]
         if val_specs:
-            val_ids = tokenized(val_specs, "--val-prompts")
+            by_set = {spec: tokenized(spec, "--val-prompts") for spec in dict.fromkeys(val_specs)}
+            val_ids = [ids for part in by_set.values() for ids in part]
+            val_groups = [spec for spec, part in by_set.items() for _ in part]
         else:  # hold out a random fraction
             random.Random(settings.seed).shuffle(train_ids)
             held_out = max(1, int(len(train_ids) * settings.val_fraction))
             val_ids, train_ids = train_ids[:held_out], train_ids[held_out:]
+            val_groups = [HELD_OUT] * len(val_ids)
         if not train_ids or not val_ids:
             raise ConfigError("--prompts: need at least 2 non-empty prompts (some for training, some held out)")
         with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
@@ -81,15 +89,18 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
             progress.add_task("target top-k logits", total=None)
             val_set = label(target, val_pairs, settings.context, settings.top_k)
             train_set = label(target, train_pairs, settings.context, settings.top_k)
-        torch.save([[asdict(e) for e in part] for part in (train_set, val_set)], dataset_path)
+        torch.save([*([asdict(e) for e in part] for part in (train_set, val_set)), val_groups], dataset_path)
 
     vocab_ids = None
     if settings.draft_vocab is not None:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         vocab_ids = frequent_tokens(train_set, settings.draft_vocab, eos)
     head = draft_head(draft, vocab_ids)
+    sets = {name: [e for e, group in zip(val_set, val_groups) if group == name] for name in dict.fromkeys(val_groups)}
     with draft.disable_adapter():
         before = acceptance(draft_forward(draft, head), val_set, device=device)
+        before_by_set = {name: acceptance(draft_forward(draft, head), part, device=device)
+                         for name, part in sets.items()}
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.3f}"),
                TextColumn("held-out agreement {task.fields[agreement]:.1%}"),
@@ -97,6 +108,9 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
     with Progress(*columns) as progress:
         history = train_lora(draft, train_set, val_set, settings, out, vocab_ids, progress, resume)
     after = acceptance(draft_forward(draft, head), val_set, device=device)
+    held_out = {name: {"sequences": len(part), "before": before_by_set[name].as_dict(),
+                       "after": acceptance(draft_forward(draft, head), part, device=device).as_dict()}
+                for name, part in sets.items()}
 
     draft.save_pretrained(out, safe_serialization=True)
     if vocab_ids is not None:
@@ -107,7 +121,8 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
     report = {
         "target": target_spec, "draft": draft_spec, "settings": settings.model_dump(),
         "train_sequences": len(train_set), "held_out_sequences": len(val_set),
-        "before": before.as_dict(), "after": after.as_dict(), "history": history,
+        "chat_template": chat, "before": before.as_dict(), "after": after.as_dict(), "held_out": held_out,
+        "history": history,
         "device": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
