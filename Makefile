@@ -84,7 +84,14 @@ lock: $(RUNNER)/.installed
 # `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
 BENCH_CONFIG ?= examples/csd-distilled.yaml
 BENCH_ARGS ?= --limit 20 --max-new-tokens 128 --repeats 3 --batch-sizes 1,4,16
-.PHONY: bench
+.PHONY: bench bench-chat
 bench: venv
 	$(VENV)/bin/tgi-csd models fetch smollm2-135m
 	$(VENV)/bin/tgi-csd bench --config $(BENCH_CONFIG) $(BENCH_ARGS) --out bench-out
+
+# `make bench-chat`: the same on the project's chat set (data/chat-prompts.jsonl, in the target's chat
+# template) into bench-chat-out/.
+bench-chat: venv
+	$(VENV)/bin/tgi-csd models fetch smollm2-135m
+	$(VENV)/bin/tgi-csd bench --config $(BENCH_CONFIG) --prompts data/chat-prompts.jsonl --chat $(BENCH_ARGS) \
+		--out bench-chat-out

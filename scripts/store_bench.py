@@ -104,10 +104,11 @@ def part_workloads(args) -> dict:
 def part_sizes(args) -> dict:
     from tgi_csd.drafters.suffix_store import SuffixStore
     from tgi_csd.models import DEFAULT_MODEL, fetch_model, load_tokenizer
-    from tgi_csd.prompts import humaneval, load_prompts
+    from tgi_csd.prompts import encode_prompt, humaneval, load_prompts
 
     tokenizer = load_tokenizer(fetch_model(DEFAULT_MODEL))
-    corpus = [tokenizer(text).input_ids for text in [*humaneval(), *load_prompts(str(CHAT_PROMPTS))]]
+    corpus = [*(tokenizer(text).input_ids for text in humaneval()),
+              *(encode_prompt(tokenizer, chat, chat=True) for chat in load_prompts(str(CHAT_PROMPTS)))]
     rng = random.Random(0)
     figures = {}
     print("\nstore size: charged MiB, Python-held MiB (tracemalloc), sequences, mean lookup µs (20,000 lookups), "

@@ -67,3 +67,14 @@ def test_encode_prompt_applies_the_chat_template_to_chats_and_on_request(tmp_pat
     for prompt, chat_flag in (("w5", True), (chat, False)):
         with pytest.raises(ConfigError, match="--chat: the model's tokenizer has no chat template"):
             encode_prompt(plain, prompt, chat_flag)
+
+
+def test_the_committed_chat_set_has_fifty_distinct_prompts_and_a_licence():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    prompts = load_prompts(str(data / "chat-prompts.jsonl"))
+    assert len(prompts) >= 50 and len({json.dumps(p) for p in prompts}) == len(prompts)
+    assert any(not isinstance(p, str) for p in prompts), "some records are chats (`messages`)"
+    readme = (data / "README.md").read_text()
+    assert "| `chat-prompts.jsonl` |" in readme and "Apache-2.0" in readme
