@@ -208,6 +208,14 @@ def test_each_held_out_set_is_scored_on_its_own_and_chats_take_the_template(tmp_
                  val_specs=[str(code), str(chats)], chat=True)
     assert report["chat_template"] is True and report["held_out_sequences"] == 5
     assert {name: part["sequences"] for name, part in report["held_out"].items()} == {str(code): 2, str(chats): 3}
+    # `chat:SOURCE` templates one source's text prompts only: the same ids as --chat gave for that set
+    one = run(str(tmp_path / "tiny"), "layers:2", [str(train)], tmp_path / "lora1", DistillSettings(**FAST),
+              val_specs=[str(code), f"chat:{code}"])
+    assert one["held_out"][f"chat:{code}"]["before"] == report["held_out"][str(code)]["before"]
+    _, val_part, groups = torch.load(tmp_path / "lora1" / "dataset.pt", weights_only=True)
+    prompts = {group: [e["tokens"][: e["start"]] for e, g in zip(val_part, groups) if g == group] for group in groups}
+    assert prompts[str(code)] == [[3, 4, 5, 6], [9, 8, 7, 6]]
+    assert prompts[f"chat:{code}"] == [[2, 3, 4, 5, 6, 2], [2, 9, 8, 7, 6, 2]]
     for part in report["held_out"].values():
         assert set(part) == {"sequences", "before", "after"}
         assert 0 <= part["after"]["agreement"] <= 1
@@ -215,3 +223,18 @@ def test_each_held_out_set_is_scored_on_its_own_and_chats_take_the_template(tmp_
     assert weighted == pytest.approx(report["after"]["accepted_k8"], abs=1e-3), "the parts make up the whole"
     saved = json.loads((tmp_path / "lora" / "distill_report.json").read_text())
     assert saved["held_out"] == report["held_out"]
+
+
+def test_training_can_start_from_an_adapter_bound_to_the_same_target(workspace, adapter):
+    """`--init-adapter`: its rank replaces the settings', "before" is that adapter (on the same held-out set
+    it scores what it scored when it was written), and one for another target is refused by option name."""
+    folder, first = adapter
+    settings = DistillSettings(**{**FAST, "rank": 8, "steps": 3})
+    report = run(str(workspace / "tiny"), "layers:2", [str(workspace / "prompts.txt")], workspace / "tuned",
+                 settings, init_adapter=folder)
+    assert report["init_adapter"] == str(folder) and report["settings"]["rank"] == FAST["rank"]
+    assert report["before"] == first["after"]
+    other = save_tiny_model_dir(workspace / "other-target", seed=7)
+    with pytest.raises(ConfigError, match="--init-adapter: .* distilled for another target"):
+        run(str(other), "layers:2", [str(workspace / "prompts.txt")], workspace / "nope", settings,
+            init_adapter=folder)

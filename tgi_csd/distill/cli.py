@@ -16,7 +16,7 @@ def distill_command(
     draft: Annotated[str, typer.Option(help="layers:N (the target's first N layers) or a model with its tokenizer")],
     prompts: Annotated[list[str], typer.Option(
         help="prompt file (.jsonl with `prompt` or `messages`, or text lines) or humaneval[:START:STOP]; "
-        "repeatable: a mixed corpus is several")],
+        "repeatable: a mixed corpus is several; chat:FILE puts that file's text prompts in the chat template")],
     out: Annotated[Path, typer.Option(help="adapter folder to write")],
     val_prompts: Annotated[
         list[str] | None,
@@ -24,7 +24,8 @@ def distill_command(
                           "its own); default: a random --val-fraction of --prompts"),
     ] = None,
     chat: Annotated[bool, typer.Option(
-        help="put each text prompt in the target's chat template as a user turn (`messages` always are)")] = False,
+        help="put every text prompt in the target's chat template as a user turn (`messages` always are; "
+        "chat:FILE does it for one source)")] = False,
     rank: int = 16,
     alpha: float = 32.0,
     target_modules: Annotated[str | None, typer.Option(help="comma list; default all attention + MLP")] = None,
@@ -40,6 +41,9 @@ def distill_command(
     draft_vocab: Annotated[int | None, typer.Option(help="reduced draft head: the V' most frequent tokens")] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint and OUT/dataset.pt")] = False,
+    init_adapter: Annotated[Path | None, typer.Option(
+        help="start from this adapter's LoRA weights (bound to the same target and draft; its rank, alpha and "
+        "modules replace --rank, --alpha, --target-modules): fine-tune an adapter on new data")] = None,
     device: Annotated[str, typer.Option(help="torch device for the target and the draft (cpu, cuda, cuda:1)")] = "cpu",
 ) -> None:
     """Distill a LoRA adapter so a cheap draft imitates the target (on-policy, KL + CE)."""
@@ -69,7 +73,8 @@ def distill_command(
             raise ConfigError(f"--device: {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device: CUDA is not available here; use --device cpu")
-        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device), chat)
+        report = pipeline.run(target, draft, prompts, out, settings, resume, val_prompts, str(torch_device), chat,
+                              init_adapter)
     except ConfigError as error:
         fail(error)
     typer.echo(json.dumps({k: report[k] for k in ("before", "after", "held_out", "wall_seconds", "peak_rss_mb")}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import resource
@@ -20,6 +21,9 @@ from tgi_csd.prompts import encode_prompt, load_prompts
 
 DATASET = "dataset.pt"
 REPORT = "distill_report.json"
+#: a prompt source written `chat:SOURCE` puts its text prompts in the chat template (a mixed corpus: code raw,
+#: chat templated)
+CHAT_PREFIX = "chat:"
 #: the held-out set's name when it is a random fraction of --prompts
 HELD_OUT = "held-out fraction of --prompts"
 
@@ -34,12 +38,23 @@ def parse_draft(spec: str) -> tuple[int | None, str | None]:
     return None, spec
 
 
+def init_settings(init: Path, settings: DistillSettings) -> DistillSettings:
+    """`settings` with the rank, alpha and target modules of the adapter `init` (training continues from it)."""
+    with reading("--init-adapter", init / "adapter_config.json", "pass a peft adapter folder made by tgi-csd distill"):
+        config = json.loads((init / "adapter_config.json").read_text())
+    return settings.model_copy(update={"rank": config["r"], "alpha": float(config["lora_alpha"]),
+                                       "target_modules": sorted(config["target_modules"])})
+
+
 def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, settings: DistillSettings,
-        resume: bool = False, val_specs: list[str] | None = None, device: str = "cpu", chat: bool = False) -> dict:
+        resume: bool = False, val_specs: list[str] | None = None, device: str = "cpu", chat: bool = False,
+        init_adapter: Path | None = None) -> dict:
     """Distill on `device`, save the adapter folder into `out`, and return the report (also
     `out/distill_report.json`). Each `val_specs` entry is a held-out set the report scores on its own (its
     agreement before and after), beside all of them together; text prompts go through the target's chat
-    template when `chat`, chats (`messages`) always."""
+    template when `chat` or when their source is written `chat:SOURCE`, chats (`messages`) always. With
+    `init_adapter` (an adapter bound to this target and draft) training starts from its LoRA weights, with its
+    rank, alpha and modules; "before" is that adapter."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
@@ -54,7 +69,13 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         base = models.load_model(models.resolve_model(draft_model)).to(device)
         if base.get_output_embeddings().weight.shape[0] != target.get_output_embeddings().weight.shape[0]:
             raise ConfigError(f"--draft: {draft_model} has another vocabulary than the target")
-    draft = make_draft(base, settings)
+    if init_adapter is not None:
+        try:
+            adapters.check_adapter(init_adapter, adapters.target_fingerprint(target, tokenizer), layers)
+        except ConfigError as error:
+            raise ConfigError(f"--init-adapter: {str(error).removeprefix('adapter: ')}") from None
+        settings = init_settings(init_adapter, settings)
+    draft = make_draft(base, settings, init_adapter)
     out.mkdir(parents=True, exist_ok=True)
 
     dataset_path = out / DATASET
@@ -65,7 +86,8 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
             val_groups = saved[2] if len(saved) > 2 else [HELD_OUT] * len(val_set)
     else:
         def tokenized(spec: str, option: str) -> list[list[int]]:
-            ids = [encode_prompt(tokenizer, p, chat) for p in load_prompts(spec, option)]
+            templated = chat or spec.startswith(CHAT_PREFIX)
+            ids = [encode_prompt(tokenizer, p, templated) for p in load_prompts(spec.removeprefix(CHAT_PREFIX), option)]
             return [i for i in ids if i]
 
         train_ids = [ids for spec in prompt_specs for ids in tokenized(spec, "--prompts")]
@@ -97,7 +119,7 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         vocab_ids = frequent_tokens(train_set, settings.draft_vocab, eos)
     head = draft_head(draft, vocab_ids)
     sets = {name: [e for e, group in zip(val_set, val_groups) if group == name] for name in dict.fromkeys(val_groups)}
-    with draft.disable_adapter():
+    with contextlib.nullcontext() if init_adapter is not None else draft.disable_adapter():
         before = acceptance(draft_forward(draft, head), val_set, device=device)
         before_by_set = {name: acceptance(draft_forward(draft, head), part, device=device)
                          for name, part in sets.items()}
@@ -120,6 +142,7 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         draft_vocab_size=None if vocab_ids is None else len(vocab_ids)))
     report = {
         "target": target_spec, "draft": draft_spec, "settings": settings.model_dump(),
+        "init_adapter": None if init_adapter is None else str(init_adapter),
         "train_sequences": len(train_set), "held_out_sequences": len(val_set),
         "chat_template": chat, "before": before.as_dict(), "after": after.as_dict(), "held_out": held_out,
         "history": history,

@@ -65,15 +65,18 @@ class Acceptance:
                 "accepted_k8": round(self.accepted_k8, 3)}
 
 
-def make_draft(base: PreTrainedModel, settings: DistillSettings) -> PreTrainedModel:
-    """LoRA on `target_modules` of a private copy of `base` (only LoRA trains)."""
-    from peft import LoraConfig, get_peft_model
+def make_draft(base: PreTrainedModel, settings: DistillSettings, init: Path | None = None) -> PreTrainedModel:
+    """LoRA on `target_modules` of a private copy of `base` (only LoRA trains): new, or `init`'s weights
+    (a peft adapter folder whose rank, alpha and modules `settings` already holds)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     from tgi_csd.errors import ConfigError
 
     draft = copy.deepcopy(base)
     for parameter in draft.parameters():
         parameter.requires_grad_(False)
+    if init is not None:
+        return PeftModel.from_pretrained(draft, str(init), is_trainable=True)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=settings.target_modules,
                         lora_dropout=0.0, bias="none")
     try:
