@@ -48,6 +48,17 @@ def test_size_cost_never_predicts_a_bigger_call_cheaper():
     assert cost.predict(8) < 1.6
 
 
+def test_a_seed_prices_a_size_until_it_is_seen_live():
+    cost = SizeCost(smoothing=0.5)
+    cost.seed(4, 1.0)
+    cost.seed(8, 2.0)
+    assert cost.seeded and cost.predict(6) == pytest.approx(1.5)
+    cost.observe(8, 5.0)  # the first live timing replaces the seed, it is not averaged with it
+    assert cost.predict(8) == pytest.approx(5.0)
+    cost.seed(8, 2.0)  # a seed never overrides what was seen live
+    assert cost.predict(8) == pytest.approx(5.0)
+
+
 def test_position_acceptance_is_conditional_and_windowed():
     acceptance = PositionAcceptance(window=20)
     for _ in range(100):  # position 0 always accepted, position 1 never (given 0 was)
@@ -71,7 +82,7 @@ def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0
     ctl = KController(names, list(bounds), cost, settings)
     for name in names:
         for n in (1, 100):
-            ctl.observe_call(name, n, drafter_cost * n)
+            ctl.observe_call(name, n, 1, drafter_cost)
     ctl.acceptance = _exact(names, rate, sum(bounds))
     ctl.steps = ctl.last_probe = 1  # past the probe right after warmup
     return ctl
@@ -117,7 +128,7 @@ def test_hold_steps_delay_a_switch_but_not_turning_speculation_off():
     ctl.current, ctl.held = [0], 0  # as if 'off' had just been chosen
     assert [ctl.choose(rows=1) for _ in range(3)] == [[0], [0], [6]]
     ctl.acceptance = _exact(["d0"], 0.0, 6)
-    ctl.observe_call("d0", 6, 100.0)  # drafting now costs far more than it saves
+    ctl.observe_call("d0", 1, 6, 600.0)  # drafting now costs far more than it saves
     assert ctl.choose(rows=1) == [0], "off at once, although [6] was chosen a step ago"
 
 
@@ -151,15 +162,46 @@ def test_probes_at_a_large_batch_fit_the_budget():
     assert min(b - a for a, b in itertools.pairwise(probes)) >= extra / (budget * off_seconds)
 
 
+def test_a_position_left_empty_counts_as_rejected():
+    """A drafter that drafts for one row in four is priced by the rows it serves: its acceptance, counted
+    over the positions planned for it, is a quarter of what its drafts alone would say."""
+    ctl = controller(slope=0.0, rate=0.5, bounds=(1,))
+    ctl.acceptance = PositionAcceptance(window=10**6, strength=1e-9)
+    ctl.chosen = [1]
+    for _ in range(50):
+        ctl.observe_review([["d0"], [], [], []], [1, 0, 0, 0], asked=[1, 1, 1, 1])
+    assert ctl.acceptance.rates("d0", 1)[0] == pytest.approx(0.25)
+    ctl.observe_review([[]], [0], asked=[0])  # asked for nothing (its last token): no evidence
+    assert ctl.acceptance.rates("d0", 1)[0] == pytest.approx(0.25, abs=1e-3)
+
+
+def test_a_seeded_controller_starts_off_and_decides_from_its_first_step():
+    """Calibrated costs: no warmup draft. Where verification is dear (a large batch) the first step is plain
+    decoding; where it is cheap (one row) the first step already speculates."""
+    for rows, speculates in ((256, False), (1, True)):
+        cost = SizeCost()
+        for n in (1, 16, 256, 1024):
+            cost.seed(n, 1.0 + 0.1 * n)
+        ctl = KController(["d0"], [4], cost, AdaptiveSettings(warmup_steps=5))
+        ctl.seed_drafter("d0", None)
+        ctl.acceptance = _exact(["d0"], 0.8, 4)
+        assert bool(ctl.choose(rows)[0]) is speculates, rows
+
+
 class WrongDrafter(Drafter):
-    """Always proposes a token the tiny target never picks next (so nothing is accepted)."""
+    """Always proposes a token the tiny target never picks next (so nothing is accepted); each call costs
+    `seconds_per_token` of fake time per token asked (a model drafter's forwards)."""
 
     name = "wrong"
 
-    def __init__(self, vocab: int) -> None:
+    def __init__(self, vocab: int, clock: FakeClock | None = None, seconds_per_token: float = 0.0) -> None:
         self.vocab = vocab
+        self.clock = clock
+        self.seconds_per_token = seconds_per_token
 
     def propose(self, rows, seqs, counts):
+        if self.clock is not None:
+            self.clock.advance(self.seconds_per_token * sum(counts))
         return Proposal([[(seq[len(seq) - 1] + 31) % self.vocab] * k for seq, k in zip(seqs, counts)])
 
     def add_rows(self, infos):
@@ -173,20 +215,21 @@ class WrongDrafter(Drafter):
 
 
 class SlowPerToken(torch.nn.Module):
-    """The target, plus 3 ms of (fake) time per token fed: verification cost grows with the draft length, as
-    on a real model, instead of the tiny model's flat Python overhead."""
+    """The target, plus `fixed` + 3 ms of (fake) time per token fed: verification cost grows with the draft
+    length, as on a real model, instead of the tiny model's flat Python overhead."""
 
-    def __init__(self, model, clock: FakeClock) -> None:
+    def __init__(self, model, clock: FakeClock, fixed: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.clock = clock
+        self.fixed = fixed
         self.config = model.config
         self.dtype = model.dtype
         self.device = model.device
         self.forward = self._forward
 
     def _forward(self, input_ids, **kwargs):
-        self.clock.advance(0.003 * input_ids.numel())
+        self.clock.advance(self.fixed + 0.003 * input_ids.numel())
         return self.model(input_ids=input_ids, **kwargs)
 
     def get_output_embeddings(self):
@@ -207,6 +250,54 @@ def test_useless_drafter_is_switched_off_and_outputs_stay_exact(target):
     report = engine.report()
     assert report["speculation_off_steps"] >= report["steps"] // 2
     assert engine.top.controller.current == [0]
+
+
+def test_calibration_seeds_the_cost_at_each_size_and_leaves_no_trace(target):
+    fake = FakeClock()
+    runner = ModelRunner(target, "target")
+    runner.model = SlowPerToken(target, fake, fixed=0.01)
+    with clock.use(fake):
+        runner.calibrate(sizes=(1, 4, 16), context=8)
+    assert runner.cost.seeded and runner.cost.counts == {1: 0, 4: 0, 16: 0}
+    for n in (1, 4, 16):
+        assert runner.cost.predict(n) == pytest.approx(0.01 + 0.003 * n)
+    assert runner.forwards == 0 and runner.forward_seconds == 0 and runner.cache.batch_size == 0
+
+
+def timed_run(target, drafters, k_matrix, prompts, tokens, adaptive=None):
+    """Fake seconds an engine over `drafters` takes to serve `prompts` in one batch (a target costing 20 ms +
+    3 ms a token fed, as a CPU forward does), and its outputs."""
+    fake = FakeClock()
+    runner = ModelRunner(target, "target")
+    runner.model = SlowPerToken(target, fake, fixed=0.02)
+    drafters = [WrongDrafter(64, fake, 0.002) if d == "wrong" else d for d in drafters]
+    with clock.use(fake):
+        engine = Engine.assemble(runner, drafters, k_matrix, StubTokenizer(None), adaptive=adaptive)
+        start = fake()
+        results = engine.generate([Request(prompt_ids=p, max_new_tokens=tokens, ignore_eos=True) for p in prompts])
+    return fake() - start, [r.token_ids for r in results]
+
+
+def test_a_drafter_that_is_never_accepted_costs_csd_adaptive_under_5_percent_against_mag_alone(target):
+    """The cascade never loses to its cheapest level: the adaptive controller prices the useless drafter from
+    what it measures and drops it, so the cascade over it and MaG serves (fake) time within 5% of MaG alone."""
+    prompts = PROMPTS[:2]
+    mag_alone, reference = timed_run(target, [MaGDrafter(None)], [[4]], prompts, 40)
+    cascade, outputs = timed_run(target, ["wrong", MaGDrafter(None)], [[4, 4]], prompts, 40, AdaptiveSettings())
+    assert outputs == reference
+    assert cascade <= 1.05 * mag_alone, (cascade, mag_alone)
+
+
+def test_csd_adaptive_never_loses_to_no_speculation_at_a_large_batch_from_its_first_steps(target):
+    """16 rows x 32 tokens, where verifying drafts costs more than the drafts gain: calibrated, the controller
+    starts off and stays within 2% of plain decoding (static speculation loses far more)."""
+    prompts = [[(7 * i + j) % 60 + 2 for j in range(6)] for i in range(16)]
+    nospec, reference = timed_run(target, [], [[]], prompts, 32)
+    static, _ = timed_run(target, ["wrong", MaGDrafter(None)], [[2, 2]], prompts, 32)
+    adaptive, outputs = timed_run(target, ["wrong", MaGDrafter(None)], [[2, 2]], prompts, 32, AdaptiveSettings())
+    assert outputs == reference
+    assert static > 1.2 * nospec, "the test's costs make speculation lose at this batch"
+    assert adaptive <= nospec / 0.98, (adaptive, nospec)
 
 
 @pytest.mark.parametrize("layout", ["mag", "csd"])

@@ -27,8 +27,11 @@ class SizeCost:
     observations, at most an EWMA's effective window): a bigger call never costs less, so one lucky
     timing at a large size cannot make that size look cheap. Other n interpolate linearly between
     the nearest sizes and extrapolate along the outermost two (never below zero, flat with a single
-    size). `predict` is None before any observation.
+    size). `predict` is None before any observation or seed. A seed (a calibration's timing) stands for a
+    size until that size is observed live: the first observation replaces it.
     """
+
+    SEED_WEIGHT = 0.5  # a seed's weight in the monotone fit, against 1 per live observation
 
     def __init__(self, smoothing: float = 0.2) -> None:
         self.smoothing = smoothing
@@ -36,9 +39,20 @@ class SizeCost:
         self.counts: dict[int, int] = {}
         self._sizes: list[int] = []
         self._fitted: list[float] | None = None
+        self.seeded = False
+
+    def seed(self, n: int, seconds: float) -> None:
+        """What size `n` costs before it is seen live (ignored where it was)."""
+        if self.counts.get(n, 0) == 0:
+            if n not in self.points:
+                bisect.insort(self._sizes, n)
+            self.points[n], self.counts[n] = seconds, 0
+            self.seeded, self._fitted = True, None
 
     def observe(self, n: int, seconds: float) -> None:
-        if n in self.points:
+        if self.counts.get(n, 0) == 0 and n in self.points:  # a seed: replaced
+            self.points[n], self.counts[n] = seconds, 1
+        elif n in self.points:
             self.counts[n] += 1
             self.points[n] += max(self.smoothing, 1 / self.counts[n]) * (seconds - self.points[n])
         else:
@@ -52,7 +66,7 @@ class SizeCost:
             cap = (2 - self.smoothing) / self.smoothing
             blocks: list[list[float]] = []  # [mean, weight, number of sizes]
             for n in self._sizes:
-                blocks.append([self.points[n], min(self.counts[n], cap), 1])
+                blocks.append([self.points[n], min(self.counts[n] or self.SEED_WEIGHT, cap), 1])
                 while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
                     (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
                     blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
@@ -76,7 +90,9 @@ class SizeCost:
 
 class PositionAcceptance:
     """Windowed conditional acceptance per (drafter, position): counts decay by `1 - 1/window`
-    per observed review, so old evidence fades. Unseen positions borrow the drafter's pooled rate."""
+    per observed review, so old evidence fades. A position the planned drafter left empty counts against
+    it there (so a drafter serving few rows is priced by the rows it serves), but not in the drafter's pooled
+    rate over the tokens it did draft, which unseen positions borrow."""
 
     def __init__(self, window: int, prior: float = 0.5, strength: float = 2.0) -> None:
         self.decay = 1.0 - 1.0 / window
@@ -84,25 +100,33 @@ class PositionAcceptance:
         self.strength = strength
         self.reached: dict[tuple[str, int], float] = defaultdict(float)
         self.accepted: dict[tuple[str, int], float] = defaultdict(float)
+        self.empty: dict[tuple[str, int], float] = defaultdict(float)
 
-    def observe(self, origins: list[list[str]], accepted: list[int]) -> None:
-        for key in self.reached:
-            self.reached[key] *= self.decay
-            self.accepted[key] *= self.decay
-        for row_origins, count in zip(origins, accepted):
+    def observe(self, origins: list[list[str]], accepted: list[int], empty: list[str | None] | None = None) -> None:
+        """Row i's draft came from `origins[i]` (one drafter name a position) and its first `accepted[i]`
+        tokens were accepted: each position up to the first rejection was reached, and all but that one
+        accepted. `empty[i]`, when set, names the drafter planned for the position after a wholly accepted
+        draft, which proposed nothing there."""
+        for counts in (self.reached, self.accepted, self.empty):
+            for key in counts:
+                counts[key] *= self.decay
+        for row_origins, count, missing in zip(origins, accepted, empty or [None] * len(origins)):
             for p, name in enumerate(row_origins[: count + 1]):
                 self.reached[name, p] += 1.0
                 if p < count:
                     self.accepted[name, p] += 1.0
+            if missing is not None and count == len(row_origins):
+                self.empty[missing, count] += 1.0
 
     def rates(self, drafter: str, positions: int) -> list[float]:
-        """Smoothed rates at positions `0..positions-1`: each position's counts shrunk towards the
-        drafter's pooled rate, which itself is shrunk towards the prior."""
+        """Smoothed rates at positions `0..positions-1`: each position's counts (its empty positions as
+        rejections) shrunk towards the drafter's pooled rate, which itself is shrunk towards the prior."""
         reached = sum(v for (d, _), v in self.reached.items() if d == drafter)
         accepted = sum(v for (d, _), v in self.accepted.items() if d == drafter)
         pooled = (accepted + self.prior * self.strength) / (reached + self.strength)
         return [(self.accepted.get((drafter, p), 0.0) + pooled * self.strength)
-                / (self.reached.get((drafter, p), 0.0) + self.strength) for p in range(positions)]
+                / (self.reached.get((drafter, p), 0.0) + self.empty.get((drafter, p), 0.0) + self.strength)
+                for p in range(positions)]
 
 
 class KController:
@@ -115,6 +139,12 @@ class KController:
     `probe_budget` of the time since the previous probe.
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
+
+    Costs: the reviewer's by tokens verified (`rows * (width + 1)`), each drafter's per drafted position by
+    rows. Acceptance is per drafter and position, counting a position the planned drafter left empty as a
+    rejection, so a drafter that drafts for few rows is priced by the rows it serves. With seeded costs (an
+    engine's calibration) the controller starts with speculation off and decides from its first step; else
+    it drafts one token from the first drafter for `warmup_steps` steps.
     """
 
     def __init__(self, names: list[str], bounds: list[int], reviewer_cost: SizeCost, settings: AdaptiveSettings,
@@ -124,13 +154,14 @@ class KController:
         self.reviewer_cost = reviewer_cost
         self.settings = settings
         self.verify_width = verify_width
-        self.drafter_costs = {name: SizeCost() for name in names}
+        self.drafter_costs = {name: SizeCost() for name in names}  # seconds per drafted position, by rows
         self.acceptance = PositionAcceptance(settings.window_steps)
         self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
-        # Start cheap: one draft token from the first drafter. Warming up at the bounds costs a forward
-        # over rows x (K + 1) tokens, several plain steps' worth at a large batch.
+        # Unseeded, start cheap: one draft token from the first drafter. Warming up at the bounds costs a
+        # forward over rows x (K + 1) tokens, several plain steps' worth at a large batch.
         first = next((i for i, b in enumerate(bounds) if b), None)
         self.current = [int(i == first) for i in range(len(bounds))]
+        self.chosen = self.current  # the allocation the last `choose` returned (a probe included)
         self.steps = 0
         self.held = settings.hold_steps  # the start is no choice: the first decision need not wait
         self.batch_bucket = 0  # bit length of the row count at the previous step
@@ -160,8 +191,8 @@ class KController:
         seconds = self.reviewer_cost.predict(rows * (width + 1))
         for name, k in zip(self.names, sizes):
             if k and seconds is not None:
-                cost = self.drafter_costs[name].predict(rows * k)
-                seconds = None if cost is None else seconds + cost
+                cost = self.drafter_costs[name].predict(rows)
+                seconds = None if cost is None else seconds + k * cost
         return seconds
 
     def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None) -> float | None:
@@ -173,11 +204,18 @@ class KController:
 
     def choose(self, rows: int) -> list[int]:
         """The allocation for this review of `rows` rows."""
+        if self.steps == 0 and self.reviewer_cost.seeded:
+            # priced from the start: begin with the safe choice, and probe only once probing fits the budget
+            self.current, self.last_probe = [0] * len(self.bounds), 0
         self.steps += 1
         self.held += 1
         if rows.bit_length() != self.batch_bucket:
             self.batch_bucket, self.held = rows.bit_length(), max(self.held, self.settings.hold_steps)
-        if self.steps <= self.settings.warmup_steps:
+        self.chosen = self._choose(rows)
+        return self.chosen
+
+    def _choose(self, rows: int) -> list[int]:
+        if self.steps <= self.settings.warmup_steps and not self.reviewer_cost.seeded:
             return self.current
         acceptance = self._rates()
         rates = {tuple(c): self.predicted_rate(c, rows, acceptance) for c in self.candidates}
@@ -225,8 +263,26 @@ class KController:
                 return None
         return probe
 
-    def observe_review(self, origins: list[list[str]], accepted: list[int]) -> None:
-        self.acceptance.observe(origins, accepted)
+    def observe_review(self, origins: list[list[str]], accepted: list[int], asked: list[int] | None = None) -> None:
+        """Row i drafted `origins[i]` (its drafters' names) of the `asked[i]` tokens it was asked for (default:
+        all of them), and its first `accepted[i]` were accepted; the allocation was the last `choose`'s."""
+        empty = None
+        if asked is not None:
+            planned = [name for name, k in zip(self.names, self.chosen) for _ in range(k)]
+            empty = [planned[len(o)] if len(o) < min(n, len(planned)) else None for o, n in zip(origins, asked)]
+        self.acceptance.observe(origins, accepted, empty)
 
-    def observe_call(self, name: str, size: int, seconds: float) -> None:
-        self.drafter_costs[name].observe(size, seconds)
+    def observe_call(self, name: str, rows: int, positions: int, seconds: float) -> None:
+        """A call of drafter `name` for `rows` rows, at most `positions` tokens each, took `seconds`."""
+        if rows and positions:
+            self.drafter_costs[name].observe(rows, seconds / positions)
+
+    def seed_drafter(self, name: str, per_position: SizeCost | None) -> None:
+        """Price drafter `name` before it is called: a model drafter's position like its calibrated forward
+        over that many rows (`per_position`), a statistical one as free (its first call replaces either)."""
+        costs = self.drafter_costs[name]
+        if per_position is None:
+            costs.seed(1, 0.0)
+        else:
+            for rows, seconds in per_position.points.items():
+                costs.seed(rows, seconds)

@@ -156,7 +156,10 @@ class AdaptiveSettings(_Strict):
                                 "the current allocation is at most this fraction of the time since the last "
                                 "probe, so probing an expensive allocation at a large batch stays rare")
     warmup_steps: int = Field(1, ge=0, description="steps drafting one token (from the first drafter) before "
-                              "steering")
+                              "steering, where costs are not calibrated (the TGI shard's)")
+    calibrate: bool = Field(True, description="the engine times its models' forwards at the sizes the controllers "
+                            "weigh when it starts (a few seconds on a CPU), so the first steps are priced, not "
+                            "guessed; live timings then replace the calibration's size by size")
 
 
 class CascadeConfig(_Strict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tgi_csd.adaptive import KController
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
@@ -56,7 +57,7 @@ class DraftingSession:
         self.ids: list[int] = []
         self.row_of: dict[int, int] = {}
         self.histories: list[list[int]] = []
-        self.pending: dict[int, tuple[list[int], list[str]]] = {}  # id -> the draft awaiting its verdict
+        self.pending: dict[int, tuple[list[int], list[str], int]] = {}  # id -> the draft awaiting its verdict
 
     @property
     def max_tokens(self) -> int:
@@ -134,6 +135,7 @@ class DraftingSession:
         remembered until `settle`."""
         tokens: list[list[int]] = [[] for _ in ids]
         origins: list[list[str]] = [[] for _ in ids]
+        asked = [0] * len(ids)
         probs: list[list] | None = None
         speculating = False  # whether any top cascade used this step allots draft positions
         for profile, members in self._by_profile(ids).items():
@@ -147,13 +149,14 @@ class DraftingSession:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(members):
                 tokens[i], origins[i] = draft.tokens[slot], draft.origins[slot]
+                asked[i] = draft.asked[slot] if draft.asked is not None else len(tokens[i])
                 if probs is not None:
                     probs[i] = draft.probs[slot] if draft.probs is not None else [None] * len(tokens[i])
         if not speculating:
             self.stats.speculation_off_steps += 1
-        for request_id, row_tokens, row_origins in zip(ids, tokens, origins):
-            self.pending[request_id] = (row_tokens, row_origins)
-        return Draft(tokens, origins, probs)
+        for request_id, row_tokens, row_origins, row_asked in zip(ids, tokens, origins, asked):
+            self.pending[request_id] = (row_tokens, row_origins, row_asked)
+        return Draft(tokens, origins, probs, asked)
 
     def _by_profile(self, ids: list[int]) -> dict[str, list[int]]:
         """Positions in `ids` grouped by their request's profile (in order)."""
@@ -168,9 +171,9 @@ class DraftingSession:
         settled = []
         for request_id, count in zip(ids, accepted):
             if request_id in self.pending:
-                tokens, origins = self.pending.pop(request_id)
-                settled.append((request_id, (tokens, origins), min(count, len(tokens))))
-        for request_id, (_, origins), count in settled:
+                tokens, origins, asked = self.pending.pop(request_id)
+                settled.append((request_id, (tokens, origins, asked), min(count, len(tokens))))
+        for request_id, (_, origins, _), count in settled:
             report = self.requests[request_id]
             for position, name in enumerate(origins):
                 pair = report.drafters.setdefault(name, PairStats())
@@ -183,13 +186,19 @@ class DraftingSession:
         for profile, members in self._by_profile([i for i, _, _ in settled]).items():
             if profile != OFF:
                 chosen = [settled[m] for m in members]
-                self.tops[profile].record(Draft([d[0] for _, d, _ in chosen], [d[1] for _, d, _ in chosen], None),
-                                          [n for _, _, n in chosen])
+                self.tops[profile].record(Draft([d[0] for _, d, _ in chosen], [d[1] for _, d, _ in chosen], None,
+                                                [d[2] for _, d, _ in chosen]), [n for _, _, n in chosen])
 
     # -- reporting -------------------------------------------------------------------------------------
     @property
     def model_drafters(self) -> list[ModelDrafter]:
         return [d for d in self.drafters if isinstance(d, ModelDrafter)]
+
+    @property
+    def controllers(self) -> list[KController]:
+        """Every adaptive controller: each top cascade's, each model drafter's own row's."""
+        rows = [*self.tops.values(), *(d.below for d in self.model_drafters if d.below is not None)]
+        return [row.controller for row in rows if isinstance(row.controller, KController)]
 
     def track_memory(self) -> None:
         """The model drafters' weight bytes, KV bytes now, and the largest KV seen at any call (call it after

@@ -14,13 +14,15 @@ from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import RequestError
-from tgi_csd.runner import ModelRunner
+from tgi_csd.runner import CALIBRATION_SIZES, ModelRunner
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
 from tgi_csd.verification import Verdict, verify_greedy, verify_sampled
 
 _ids = itertools.count()
+#: a drafter's calibration times forwards over up to this many rows (one drafted position of a batch)
+DRAFTER_CALIBRATION_ROWS = 64
 
 
 class Request(BaseModel):
@@ -87,6 +89,22 @@ class Engine:
         self.waiting: list[_Sequence] = []
         self.running: list[_Sequence] = []
         self._admitted_last = False
+        controllers = session.controllers
+        if controllers and all(c.settings.calibrate for c in controllers):
+            self.calibrate()
+
+    def calibrate(self) -> None:
+        """Time the target's and each model drafter's forwards (`ModelRunner.calibrate`) and seed every
+        adaptive controller with them: from its first step it prices each allocation, including the jump in
+        cost past the CPU kernel's row limit, instead of guessing. Before any request joins."""
+        self.target.calibrate()
+        per_position = {}
+        for drafter in self.session.model_drafters:
+            drafter.runner.calibrate(tuple(n for n in CALIBRATION_SIZES if n <= DRAFTER_CALIBRATION_ROWS))
+            per_position[drafter.name] = drafter.runner.cost
+        for controller in self.session.controllers:
+            for name in controller.names:
+                controller.seed_drafter(name, per_position.get(name))
 
     @property
     def stats(self) -> EngineStats:

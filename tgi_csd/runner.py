@@ -15,6 +15,10 @@ from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
 from tgi_csd.small_rows import resolve
 from tgi_csd.tokens import TokenSeq
 
+#: forward sizes (tokens fed, rows x width) a calibration times: every size a few-token kernel covers closely,
+#: both sides of its row limit, then wider verifies of a batch
+CALIBRATION_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 33, 40, 48, 64, 96, 128, 192, 256)
+
 
 class ModelRunner:
     """Feeds each row only the tokens its cache lacks, then returns logits for the last positions.
@@ -87,6 +91,35 @@ class ModelRunner:
         while i < end and cached[i] == seq[i]:
             i += 1
         return min(i, end)
+
+    def calibrate(self, sizes: tuple[int, ...] = CALIBRATION_SIZES, context: int = 64, repeats: int = 2) -> None:
+        """Seed `cost` with timed forwards (the fastest of `repeats`) of each size fed after `context` tokens,
+        on a scratch row that leaves after; counters are left as they were. Only while no row is live, and
+        only as far as the KV budget lets the scratch row grow."""
+        assert self.cache.batch_size == 0, "calibrate before rows join"
+        sizes = tuple(n for n in sizes if self.max_positions is None or context + n <= self.max_positions)
+        if not sizes:
+            return
+        longest = context + max(sizes)
+        tokens = [1 + i % (self.vocab_size - 1) for i in range(longest)]  # arbitrary ids
+        forwards, seconds = self.forwards, self.forward_seconds
+        observed = self.cost
+        self.cost = SizeCost()  # the scratch forwards' own observations are dropped
+        self.add_rows(1)
+        try:
+            if not all(self.reserve([0], [longest])):
+                return
+            self.forward([0], [TokenSeq(tokens[:context])], [1])  # fills the context; warms the kernels up
+            for n in sizes:
+                timings = []
+                for _ in range(repeats):
+                    start = clock.now()
+                    self.forward([0], [TokenSeq(tokens[: context + n])], [n])  # feeds exactly the last n
+                    timings.append(clock.now() - start)
+                observed.seed(n, min(timings))
+        finally:
+            self.keep_rows([])
+            self.cost, self.forwards, self.forward_seconds = observed, forwards, seconds
 
     def reserve(self, rows: list[int], needs: list[int]) -> list[bool]:
         """Which of `rows` the coming forwards may feed, row `rows[i]` up to `needs[i]` tokens long

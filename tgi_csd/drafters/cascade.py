@@ -21,11 +21,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Draft:
-    """Per row: draft tokens, the drafter that proposed each, and sampled tokens' distributions."""
+    """Per row: draft tokens, the drafter that proposed each, sampled tokens' distributions, and how many
+    tokens the row was asked for (None: as many as it has)."""
 
     tokens: list[list[int]]
     origins: list[list[str]]
     probs: list[list[torch.Tensor | None]] | None
+    asked: list[int] | None = None
 
 
 class HorizontalCascade:
@@ -83,7 +85,7 @@ class HorizontalCascade:
             self.stats.calls[drafter.name] += 1
             self.stats.call_seconds[drafter.name] += seconds
             if self.controller is not None:
-                self.controller.observe_call(drafter.name, sum(counts), seconds)
+                self.controller.observe_call(drafter.name, len(active), max(counts), seconds)
             if proposal.probs is not None and probs is None:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(active):
@@ -93,7 +95,7 @@ class HorizontalCascade:
                 if probs is not None:
                     probs[i].extend(proposal.probs[slot] if proposal.probs is not None else [None] * len(new))
                 self.stats.pairs[(self.reviewer, drafter.name)].proposed += len(new)
-        return Draft(tokens, origins, probs)
+        return Draft(tokens, origins, probs, [min(budget, limit) for limit in limits])
 
     def screen(self, name: str, proposal: Proposal, counts: list[int]) -> Proposal:
         """`proposal` cut to what the reviewer can verify exactly: one row per asked row, at most `counts[i]`
@@ -167,4 +169,4 @@ class HorizontalCascade:
                     self.stats.positions[(self.reviewer, p)].accepted += 1
                     self.stats.pairs[(self.reviewer, name)].accepted += 1
         if self.controller is not None:
-            self.controller.observe_review(draft.origins, accepted)
+            self.controller.observe_review(draft.origins, accepted, draft.asked)
