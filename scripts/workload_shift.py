@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {error}", markup=False, highlight=False)
         return 2
     phases = [("code", [models.encode(t) for t in texts["code"]]),
-              ("chat", [models.encode(t, chat=True) for t in texts["chat"]])]
+              ("chat", [models.encode(t, chat=bool(models.tokenizer.chat_template)) for t in texts["chat"]])]
     cascades = {"nospec": no_speculation(config), "static": static_cascade(config),
                 "adaptive": adaptive_cascade(config)}
     runs, outputs = {}, {}

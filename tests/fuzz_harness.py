@@ -229,8 +229,9 @@ def make_case(target: LlamaForCausalLM, pool: list[PoolEntry], seed: int, sample
     adaptive = None
     if rng.random() < 0.3:
         adaptive = AdaptiveSettings(window_steps=rng.choice([2, 16, 64]), hold_steps=rng.choice([1, 8]),
-                                    probe_every=rng.choice([2, 32]), warmup_steps=rng.choice([0, 1, 4]))
-        described.append("adaptive")
+                                    probe_every=rng.choice([2, 32]), warmup_steps=rng.choice([0, 1, 4]),
+                                    calibrate=rng.random() < 0.5)
+        described.append("adaptive, calibrated" if adaptive.calibrate else "adaptive")
         features.append("adaptive")
     eos = rng.choice([None, None, rng.randrange(VOCAB)])
     features.append("eos" if eos is not None else "no-eos")

@@ -92,16 +92,17 @@ def test_smoke_run_writes_results_and_every_output_equals_ar(setup):
 
 
 def test_nospec_and_csd_adaptive_at_batch_1_and_4(setup):
-    """`csd-adaptive` steers with the config's own `adaptive` section (eager probing here, so speculation
-    goes off within 8 tokens) and records off steps and the final k; `csd` stays static at the bounds;
-    every row gets its tok/s ratio to `nospec`, which is the engine without drafters."""
+    """`csd-adaptive` steers with the config's own `adaptive` section (eager probing from a one-token warmup
+    draft, uncalibrated, so both levels draft and speculation goes off within 8 tokens) and records off steps
+    and the final k; `csd` stays static at the bounds; every row gets its tok/s ratio to `nospec`, which is
+    the engine without drafters."""
     folder, _, prompts = setup
     config = folder / "adaptive.yaml"
     config.write_text(yaml.safe_dump({
         "target": {"model": str(folder / "tiny")},
         "drafters": [{"type": "model", "name": "half", "from_target_layers": 2}, {"type": "mag", "bigram": None}],
         "k_matrix": [[2, 2], [0, 3]],
-        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2, "probe_budget": 1.0},
+        "adaptive": {"warmup_steps": 0, "hold_steps": 1, "probe_every": 2, "probe_budget": 1.0, "calibrate": False},
     }))
     out = folder / "adaptive-out"
     result = bench(config, prompts, out, "--methods", "nospec,csd,csd-adaptive", "--batch-sizes", "1,4")
