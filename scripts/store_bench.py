@@ -4,7 +4,7 @@
 
 Part 1, workloads: HumanEval's first `--prompts` prompts, then as many questions of data/chat-prompts.jsonl (the
 target's chat template applied), each served in order in consecutive batches, so the store holds the requests
-before. Methods over the same engine settings: `mag` (examples/mag.yaml's MaG), `mag+store`, `csd`
+before. Methods over the same engine settings: `mag` (`--mag-config`, default examples/mag.yaml), `mag+store`, `csd`
 (examples/csd-distilled.yaml) and `csd+store` (its MaG with a `--store-mb` store). Tokens per target forward
 and tokens/s; every output is checked against the target alone under transformers (greedy, float32).
 
@@ -71,7 +71,7 @@ def part_workloads(args) -> dict:
 
     torch.set_num_threads(args.threads)
     csd = load_config(REPO / "examples" / "csd-distilled.yaml")
-    mag = load_config(REPO / "examples" / "mag.yaml")
+    mag = load_config(args.mag_config)
     models = BenchModels(csd)
     store = {"memory_mb": args.store_mb}
     configs = {"mag": mag, "mag+store": with_store(mag, store), "csd": csd, "csd+store": with_store(csd, store)}
@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--store-mb", type=float, default=64, help="the store's memory_mb in part 1")
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["mag", "mag+store", "csd", "csd+store"])
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=["humaneval", "chat"])
+    parser.add_argument("--mag-config", type=Path, default=REPO / "examples" / "mag.yaml",
+                        help="the config `mag` runs (examples/mag-k8.yaml: MaG drafting up to 8 tokens)")
     parser.add_argument("--skip-sizes", action="store_true")
     parser.add_argument("--skip-workloads", action="store_true")
     parser.add_argument("--out", type=Path)
