@@ -93,19 +93,21 @@ def run(target_spec: str, draft_spec: str, prompt_specs: list[str], out: Path, s
         train_ids = [ids for spec in prompt_specs for ids in tokenized(spec, "--prompts")]
         if val_specs:
             by_set = {spec: tokenized(spec, "--val-prompts") for spec in dict.fromkeys(val_specs)}
-            val_ids = [ids for part in by_set.values() for ids in part]
-            val_groups = [spec for spec, part in by_set.items() for _ in part]
         else:  # hold out a random fraction
             random.Random(settings.seed).shuffle(train_ids)
             held_out = max(1, int(len(train_ids) * settings.val_fraction))
-            val_ids, train_ids = train_ids[:held_out], train_ids[held_out:]
-            val_groups = [HELD_OUT] * len(val_ids)
-        if not train_ids or not val_ids:
+            by_set, train_ids = {HELD_OUT: train_ids[:held_out]}, train_ids[held_out:]
+        val_count = sum(map(len, by_set.values()))
+        if not train_ids or not val_count:
             raise ConfigError("--prompts: need at least 2 non-empty prompts (some for training, some held out)")
         with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
-            progress.add_task(f"target continuations for {len(train_ids)} + {len(val_ids)} prompts", total=None)
-            val_pairs = continuations(target, tokenizer, val_ids, settings.new_tokens, 0, settings.seed,
+            progress.add_task(f"target continuations for {len(train_ids)} + {val_count} prompts", total=None)
+            val_pairs, val_groups = [], []  # a prompt whose continuation is empty drops out: groups follow pairs
+            for name, ids in by_set.items():
+                pairs = continuations(target, tokenizer, ids, settings.new_tokens, 0, settings.seed,
                                       settings.generate_batch_size)
+                val_pairs += pairs
+                val_groups += [name] * len(pairs)
             train_pairs = continuations(target, tokenizer, train_ids, settings.new_tokens,
                                         settings.samples_per_prompt, settings.seed, settings.generate_batch_size)
             progress.add_task("target top-k logits", total=None)
