@@ -132,6 +132,16 @@ def test_hold_steps_delay_a_switch_but_not_turning_speculation_off():
     assert ctl.choose(rows=1) == [0], "off at once, although [6] was chosen a step ago"
 
 
+def test_while_held_a_choice_worse_than_off_turns_off_at_once():
+    """The best allocation must wait for the hold, but the current one predicts less than no speculation:
+    off, the safe choice, does not wait."""
+    ctl = controller(slope=0.3, rate=0.5, settings=AdaptiveSettings(warmup_steps=0, hold_steps=8, probe_every=1000))
+    ctl.current, ctl.held, ctl.batch_bucket = [6], 0, 1  # [6] just chosen, at this batch size
+    rates = {k: ctl.predicted_rate([k], 1) for k in (0, 1, 6)}
+    assert rates[1] > rates[0] > rates[6], "the setting: [1] is best, [6] worse than off"
+    assert ctl.choose(rows=1) == [0]
+
+
 def test_probes_measure_the_alternative_without_switching():
     ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4,
                                                                      probe_budget=1.0))

@@ -232,12 +232,14 @@ class KController:
     def _decide(self, known: dict[tuple[int, ...], float]) -> None:
         if not known:
             return
-        best = max(known, key=lambda c: (known[c], -sum(c)))
+        if self.held >= self.settings.hold_steps:
+            choice = max(known, key=lambda c: (known[c], -sum(c)))
+        else:  # held: only turning speculation off, the safe choice, may replace the current allocation now
+            choice = (0,) * len(self.bounds)
         current = known.get(tuple(self.current))
-        may_switch = self.held >= self.settings.hold_steps or not any(best)  # off, the safe choice, never waits
-        if list(best) != self.current and may_switch and (
-                current is None or known[best] > current * (1 + self.settings.margin)):
-            self.current, self.held = list(best), 0
+        if choice in known and list(choice) != self.current and (
+                current is None or known[choice] > current * (1 + self.settings.margin)):
+            self.current, self.held = list(choice), 0
 
     def _probe(self, unmeasured: list[list[int]], known: dict[tuple[int, ...], float], rows: int) -> list[int] | None:
         """The allocation to probe this step, None when no probe is due. Right after warmup and then
