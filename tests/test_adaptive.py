@@ -7,7 +7,7 @@ import torch
 
 from helpers import FakeClock, StubTokenizer, build_engine
 from tgi_csd import clock
-from tgi_csd.adaptive import KController, PositionAcceptance, SizeCost
+from tgi_csd.adaptive import KController, PositionAcceptance, RowPace, SizeCost
 from tgi_csd.builder import ModelLevel
 from tgi_csd.config import AdaptiveSettings, parse_config
 from tgi_csd.drafters.base import Drafter, Proposal
@@ -142,6 +142,28 @@ def test_while_held_a_choice_worse_than_off_turns_off_at_once():
     assert ctl.choose(rows=1) == [0]
 
 
+def test_a_draining_batch_is_priced_by_its_slowest_row():
+    """Nothing waits to join, so the batch ends with its slowest row. Per row a draft pays; but a row whose
+    drafts never pay (pace 0) and that is as far from done as the others decides when the batch ends, so
+    speculation is off. Once that row is well ahead of the others, it no longer decides, and drafts pay again."""
+    assert controller(slope=0.02, rate=0.6).choose(rows=4)[0] > 0
+    lagging = [RowPace(30, 1.0)] * 3 + [RowPace(30, 0.0)]
+    assert controller(slope=0.02, rate=0.6).choose(rows=4, pace=lagging) == [0]
+    ahead = [RowPace(30, 1.0)] * 3 + [RowPace(10, 0.0)]
+    assert controller(slope=0.02, rate=0.6).choose(rows=4, pace=ahead)[0] > 0
+    assert controller(slope=0.1, rate=0.6).choose(rows=1, pace=[RowPace(30, 0.0)]) == [0], "the last row, a laggard"
+    for k in range(7):
+        ctl = controller(slope=0.02, rate=0.6)
+        assert ctl.predicted_rate([k], 1, pace=[RowPace(30, 1.0)]) == pytest.approx(ctl.predicted_rate([k], 1)), \
+            "one row at the pool's pace: priced as without"
+
+
+def test_a_rows_pace_is_its_gain_against_what_was_expected():
+    assert RowPace.of(5, gained=0, expected=0).factor == 1.0, "no evidence: the pool's pace"
+    assert RowPace.of(5, gained=0, expected=9.5).factor == pytest.approx(RowPace.PRIOR / (9.5 + RowPace.PRIOR))
+    assert RowPace.of(5, gained=20, expected=10).factor > 1.0
+
+
 def test_probes_measure_the_alternative_without_switching():
     ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=1, probe_every=4,
                                                                      probe_budget=1.0))
@@ -225,21 +247,22 @@ class WrongDrafter(Drafter):
 
 
 class SlowPerToken(torch.nn.Module):
-    """The target, plus `fixed` + 3 ms of (fake) time per token fed: verification cost grows with the draft
-    length, as on a real model, instead of the tiny model's flat Python overhead."""
+    """The target, plus `fixed` + `per_token` (3 ms) of (fake) time per token fed: verification cost grows with
+    the draft length, as on a real model, instead of the tiny model's flat Python overhead."""
 
-    def __init__(self, model, clock: FakeClock, fixed: float = 0.0) -> None:
+    def __init__(self, model, clock: FakeClock, fixed: float = 0.0, per_token: float = 0.003) -> None:
         super().__init__()
         self.model = model
         self.clock = clock
         self.fixed = fixed
+        self.per_token = per_token
         self.config = model.config
         self.dtype = model.dtype
         self.device = model.device
         self.forward = self._forward
 
     def _forward(self, input_ids, **kwargs):
-        self.clock.advance(self.fixed + 0.003 * input_ids.numel())
+        self.clock.advance(self.fixed + self.per_token * input_ids.numel())
         return self.model(input_ids=input_ids, **kwargs)
 
     def get_output_embeddings(self):
@@ -274,12 +297,12 @@ def test_calibration_seeds_the_cost_at_each_size_and_leaves_no_trace(target):
     assert runner.forwards == 0 and runner.forward_seconds == 0 and runner.cache.batch_size == 0
 
 
-def timed_run(target, drafters, k_matrix, prompts, tokens, adaptive=None):
-    """Fake seconds an engine over `drafters` takes to serve `prompts` in one batch (a target costing 20 ms +
-    3 ms a token fed, as a CPU forward does), and its outputs."""
+def timed_run(target, drafters, k_matrix, prompts, tokens, adaptive=None, fixed=0.02):
+    """Fake seconds an engine over `drafters` takes to serve `prompts` in one batch (a target costing `fixed`
+    (20 ms) + 3 ms a token fed, as a CPU forward does), and its outputs."""
     fake = FakeClock()
     runner = ModelRunner(target, "target")
-    runner.model = SlowPerToken(target, fake, fixed=0.02)
+    runner.model = SlowPerToken(target, fake, fixed=fixed)
     drafters = [WrongDrafter(64, fake, 0.002) if d == "wrong" else d for d in drafters]
     with clock.use(fake):
         engine = Engine.assemble(runner, drafters, k_matrix, StubTokenizer(None), adaptive=adaptive)
@@ -310,6 +333,55 @@ def test_csd_adaptive_never_loses_to_no_speculation_at_a_large_batch_from_its_fi
     assert adaptive <= nospec / 0.98, (adaptive, nospec)
 
 
+class OracleDrafter(Drafter):
+    """Drafts the target's own greedy continuation (`references`: prompt -> tokens) for the prompts in `good`,
+    a token the target never picks for the others."""
+
+    name = "oracle"
+
+    def __init__(self, references: dict[tuple[int, ...], list[int]], good: set[tuple[int, ...]], vocab: int = 64):
+        self.references = references
+        self.good = good
+        self.vocab = vocab
+
+    def propose(self, rows, seqs, counts):
+        drafts = []
+        for seq, k in zip(seqs, counts):
+            history = seq.suffix(0)
+            prompt = next(p for p in self.references if tuple(history[:len(p)]) == p)
+            whole = [*prompt, *self.references[prompt]]
+            right = prompt in self.good and whole[:len(history)] == history
+            drafts.append(whole[len(history):len(history) + k] if right else [(history[-1] + 31) % self.vocab] * k)
+        return Proposal(drafts)
+
+    def add_rows(self, infos):
+        pass
+
+    def keep_rows(self, keep):
+        pass
+
+    def commit(self, histories):
+        pass
+
+
+def test_a_batch_whose_slowest_row_gains_nothing_costs_csd_adaptive_under_3_percent(target):
+    """Four rows x 32 tokens, nothing waiting: three rows' drafts are always right, one row's never. Per row,
+    drafting pays (three quarters of the rows take 5 tokens a step), but the batch ends with the row that takes
+    one, so plain decoding is the fastest way through it: static speculation loses over 10%; csd-adaptive, with
+    no earlier request to say which row will lag, spends its first steps learning each row's pace (and the
+    lagging row's last steps alone confirming it) and stays within 3%."""
+    prompts = [tuple((5 * i + j) % 60 + 2 for j in range(5 + i)) for i in range(4)]
+    references = {p: reference_generate(target, list(p), 32, None).token_ids for p in prompts}
+    oracle = OracleDrafter(references, set(prompts[:3]))
+    batch = [list(p) for p in prompts]
+    nospec, reference = timed_run(target, [], [[]], batch, 32, fixed=0.05)
+    static, _ = timed_run(target, [oracle], [[4]], batch, 32, fixed=0.05)
+    adaptive, outputs = timed_run(target, [oracle], [[4]], batch, 32, AdaptiveSettings(), fixed=0.05)
+    assert outputs == reference
+    assert static > 1.1 * nospec, "the test's costs make speculation lose in this batch"
+    assert adaptive <= nospec / 0.97, (adaptive, nospec)
+
+
 @pytest.mark.parametrize("layout", ["mag", "csd"])
 def test_adaptive_engines_equal_the_target_alone(target, layout):
     engine = build_engine(target, layout, adaptive=AdaptiveSettings(warmup_steps=1, hold_steps=1, probe_every=3))
@@ -332,7 +404,7 @@ def test_drafter_cache_is_consistent_when_speculation_resumes(target):
     schedule = iter([[3, 0]] * 3 + [[0, 0]] * 6 + [[3, 0]] * 100)
 
     class Scripted:
-        def choose(self, rows):
+        def choose(self, rows, pace=None):
             return next(schedule)
 
         def observe_call(self, *args):

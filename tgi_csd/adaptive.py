@@ -7,6 +7,11 @@ review costs the reviewer's forward over `rows * (K + 1)` tokens plus each draft
 controller picks the allocation (k per drafter, within the k-matrix's bounds; all zeros =
 speculation off) with the most predicted tokens per second, measured, not assumed: costs and
 acceptance rates are windowed online estimates, so the choice follows load and workload.
+
+A batch with nothing waiting to join ends with its slowest row, so there the controller prices each
+allocation by when the batch would finish: every row's steps to go at its own pace (how its drafts did
+against the other rows' in the same steps), the slowest row's count times the step's time. A draft that
+speeds up rows which are not last only widens the verify.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import defaultdict
+from dataclasses import dataclass
 
 from tgi_csd.config import AdaptiveSettings
 
@@ -129,6 +135,25 @@ class PositionAcceptance:
                 for p in range(positions)]
 
 
+@dataclass(frozen=True, slots=True)
+class RowPace:
+    """One row of a draining batch: the tokens it still needs, and `factor`, its accepted draft tokens over
+    those the other rows gained from the same steps' drafts (1: the pool's pace; 0: its drafts never pay).
+    A row's expected draft gain is the pool's times its factor."""
+
+    remaining: int
+    factor: float
+
+    #: expected draft tokens of pseudo-evidence at the `prior` pace that a row starts with
+    PRIOR = 1.0
+
+    @classmethod
+    def of(cls, remaining: int, gained: float, expected: float, prior: float = 1.0) -> RowPace:
+        """A row that gained `gained` accepted draft tokens where its peers gained `expected`, shrunk towards
+        `prior`."""
+        return cls(remaining, (gained + cls.PRIOR * prior) / (expected + cls.PRIOR))
+
+
 class KController:
     """Chooses one reviewer's allocation `sizes[c]` (tokens from drafter c, `0 <= sizes[c] <= bounds[c]`).
 
@@ -139,6 +164,10 @@ class KController:
     `probe_budget` of the time since the previous probe.
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
+
+    `choose` may get the batch's `pace`, a `RowPace` per row, when nothing waits to join (the engine knows;
+    a server does not): the predicted rate is then the batch's remaining tokens over the predicted time until its
+    slowest row finishes (one row at the pool's pace: the same as without).
 
     Costs: the reviewer's by tokens verified (`rows * (width + 1)`), each drafter's per drafted position by
     rows. Acceptance is per drafter and position, counting a position the planned drafter left empty as a
@@ -195,15 +224,21 @@ class KController:
                 seconds = None if cost is None else seconds + k * cost
         return seconds
 
-    def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None) -> float | None:
-        """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured."""
+    def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None,
+                       pace: list[RowPace] | None = None) -> float | None:
+        """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured; for a draining
+        batch (`pace`), its remaining tokens over the time until its slowest row is done."""
         seconds = self.step_seconds(sizes, rows)
         if seconds is None or seconds <= 0:
             return None
-        return rows * self.expected_tokens(sizes, rates) / seconds
+        tokens = self.expected_tokens(sizes, rates)
+        if not pace:
+            return rows * tokens / seconds
+        steps = max(row.remaining / (1 + row.factor * (tokens - 1)) for row in pace)
+        return sum(row.remaining for row in pace) / (steps * seconds)
 
-    def choose(self, rows: int) -> list[int]:
-        """The allocation for this review of `rows` rows."""
+    def choose(self, rows: int, pace: list[RowPace] | None = None) -> list[int]:
+        """The allocation for this review of `rows` rows (`pace`: the draining batch's rows, see the class)."""
         if self.steps == 0 and self.reviewer_cost.seeded:
             # priced from the start: begin with the safe choice, and probe only once probing fits the budget
             self.current, self.last_probe = [0] * len(self.bounds), 0
@@ -211,14 +246,14 @@ class KController:
         self.held += 1
         if rows.bit_length() != self.batch_bucket:
             self.batch_bucket, self.held = rows.bit_length(), max(self.held, self.settings.hold_steps)
-        self.chosen = self._choose(rows)
+        self.chosen = self._choose(rows, pace)
         return self.chosen
 
-    def _choose(self, rows: int) -> list[int]:
+    def _choose(self, rows: int, pace: list[RowPace] | None) -> list[int]:
         if self.steps <= self.settings.warmup_steps and not self.reviewer_cost.seeded:
             return self.current
         acceptance = self._rates()
-        rates = {tuple(c): self.predicted_rate(c, rows, acceptance) for c in self.candidates}
+        rates = {tuple(c): self.predicted_rate(c, rows, acceptance, pace) for c in self.candidates}
         unmeasured = [list(c) for c, rate in rates.items() if rate is None]
         known = {c: rate for c, rate in rates.items() if rate is not None}
         probe = self._probe(unmeasured, known, rows)

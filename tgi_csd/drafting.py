@@ -2,7 +2,8 @@
 the counters. The engine drives it with its own target; the TGI strategy drives it with the shard as the
 target. Neither touches a drafter.
 
-A step, from the driver's side: `propose` drafts for some of the live requests; the target verifies;
+A step, from the driver's side: `propose` drafts for some of the live requests (told, when the driver knows
+it, that nothing waits to join and how many tokens each request still needs); the target verifies;
 `settle` credits each request's draft with how many of its tokens the target accepted; the accepted
 tokens go into the requests' histories (lists the session holds by reference, given at `add` or
 `update`); `commit` tells every drafter. Requests join with `add` and leave with `drop`.
@@ -11,14 +12,18 @@ Each request chooses its speculation when it joins: `auto` (the config's top cas
 its row is verified alone while the others speculate) or a profile's name (another top cascade over the same
 drafters, `CascadeConfig.profiles`). The drafters and their per-request state are shared by all; each top
 cascade keeps its own controller (so adaptive control counts rows by profile). What each request's drafts
-gave is kept per request (`request_report`) and per profile (`stats.profile_pairs`).
+gave is kept per request (`request_report`) and per profile (`stats.profile_pairs`), and so is each request's
+pace (`adaptive.RowPace`): the draft tokens it gained against what the other rows of its profile gained from
+the same steps' drafts, so a drafter's quality cancels out and what is left is how well the request's text
+suits drafting.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
-from tgi_csd.adaptive import KController
+from tgi_csd.adaptive import KController, RowPace
 from tgi_csd.drafters.base import Drafter, RowInfo
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
@@ -28,6 +33,10 @@ from tgi_csd.stats import EngineStats, PairStats
 from tgi_csd.tokens import TokenSeq
 
 AUTO, OFF = "auto", "off"
+#: finished requests whose pace a new request's prior comes from
+PACE_HISTORY = 64
+#: how fast the typical gain of a draft (what a lone row's pace is measured against) follows the batches' steps
+TYPICAL_SMOOTHING = 0.1
 
 
 @dataclass
@@ -36,6 +45,15 @@ class RequestDrafts:
 
     profile: str
     drafters: dict[str, PairStats] = field(default_factory=dict)
+    expected: float = 0.0  # accepted draft tokens its profile's rows gained on average in the steps it drafted
+    gained: int = 0  # its own accepted draft tokens in those steps
+
+    def pace(self, remaining: int, prior: float = 1.0) -> RowPace:
+        """This request as a row of a draining batch, its pace shrunk towards `prior` (an `off` request goes at
+        one token a step)."""
+        if self.profile == OFF:
+            return RowPace(remaining, 0.0)
+        return RowPace.of(remaining, self.gained, self.expected, prior)
 
     def as_dict(self) -> dict:
         drafters = {name: {"proposed": p.proposed, "accepted": p.accepted} for name, p in self.drafters.items()}
@@ -58,6 +76,8 @@ class DraftingSession:
         self.row_of: dict[int, int] = {}
         self.histories: list[list[int]] = []
         self.pending: dict[int, tuple[list[int], list[str], int]] = {}  # id -> the draft awaiting its verdict
+        self.paces: deque[float] = deque(maxlen=PACE_HISTORY)  # recent finished requests' paces (with evidence)
+        self.typical_gain: dict[tuple[str, int], float] = {}  # (profile, positions asked) -> rows' average gain
 
     @property
     def max_tokens(self) -> int:
@@ -113,7 +133,19 @@ class DraftingSession:
         self.row_of = {request_id: row for row, request_id in enumerate(self.ids)}
         for request_id in gone:
             self.pending.pop(request_id, None)
-            self.requests.pop(request_id, None)
+            report = self.requests.pop(request_id)
+            if report.expected >= 1.0:
+                self.paces.append(report.pace(0).factor)
+
+    def pace_prior(self, rows: int) -> float:
+        """What a request's pace is taken to be before its own drafts say, in a draining batch of `rows` rows: the
+        pace of the slowest of `rows` recent requests (their `1 / (rows + 1)` quantile), 1 before any finished and
+        for a lone row. A batch ends with its slowest row, so a fresh batch is priced by the laggard it will
+        likely hold."""
+        if not self.paces or rows < 2:
+            return 1.0
+        ordered = sorted(self.paces)
+        return ordered[len(ordered) // (rows + 1)]
 
     def request_report(self, request_id: int) -> dict:
         """Request `request_id`'s profile and its draft tokens proposed / accepted per drafter (while live)."""
@@ -130,21 +162,28 @@ class DraftingSession:
             drafter.commit(self.histories)
 
     # -- one step --------------------------------------------------------------------------------------
-    def propose(self, ids: list[int], limits: list[int]) -> Draft:
+    def propose(self, ids: list[int], limits: list[int], remaining: list[int] | None = None) -> Draft:
         """Drafts for requests `ids`, at most `limits[i]` tokens each, each from its profile's top cascade;
-        remembered until `settle`."""
+        remembered until `settle`. `remaining[i]`, when given, is how many tokens request `ids[i]` still needs,
+        and says that `ids` is the whole batch and nothing waits to join: the batch drains, and each adaptive
+        controller prices its rows by when the last of them (or of the `off` rows) would finish."""
         tokens: list[list[int]] = [[] for _ in ids]
         origins: list[list[str]] = [[] for _ in ids]
         asked = [0] * len(ids)
         probs: list[list] | None = None
         speculating = False  # whether any top cascade used this step allots draft positions
-        for profile, members in self._by_profile(ids).items():
+        groups = self._by_profile(ids)
+        prior = self.pace_prior(len(ids)) if remaining is not None else 1.0
+        for profile, members in groups.items():
             if profile == OFF:
                 continue
+            top = self.tops[profile]
             rows = [self.row_of[ids[i]] for i in members]
-            draft = self.tops[profile].propose(rows, [TokenSeq(self.histories[row]) for row in rows],
-                                               [limits[i] for i in members])
-            speculating = speculating or any(self.tops[profile].sizes)
+            pace = None if remaining is None else [
+                self.requests[ids[i]].pace(remaining[i], prior) for i in (*members, *groups.get(OFF, ()))]
+            draft = top.propose(rows, [TokenSeq(self.histories[row]) for row in rows], [limits[i] for i in members],
+                                pace)
+            speculating = speculating or any(top.sizes)
             if draft.probs is not None and probs is None:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(members):
@@ -188,6 +227,29 @@ class DraftingSession:
                 chosen = [settled[m] for m in members]
                 self.tops[profile].record(Draft([d[0] for _, d, _ in chosen], [d[1] for _, d, _ in chosen], None,
                                                 [d[2] for _, d, _ in chosen]), [n for _, _, n in chosen])
+                if isinstance(self.tops[profile].controller, KController):
+                    self._pace(profile, [(request_id, d[2], n) for request_id, d, n in chosen])
+
+    def _pace(self, profile: str, drafts: list[tuple[int, int, int]]) -> None:
+        """Per (request id, positions asked, tokens accepted) of one profile's step: each request gained its own
+        tokens where the profile's rows gained, on average, their accepted tokens within as many positions (a
+        lone row: where recent rows did within as many positions or the nearest fewer, `typical_gain`)."""
+        asking = [n for _, asked, n in drafts if asked]
+        average: dict[int, float] = {}
+        for asked in {asked for _, asked, _ in drafts if asked}:
+            if len(asking) > 1:
+                average[asked] = sum(min(n, asked) for n in asking) / len(asking)
+                typical = self.typical_gain.get((profile, asked), average[asked])
+                self.typical_gain[profile, asked] = typical + TYPICAL_SMOOTHING * (average[asked] - typical)
+            else:
+                known = [n for p, n in self.typical_gain if p == profile and n <= asked]
+                if known:  # gains within fewer positions: a lower bound
+                    average[asked] = self.typical_gain[profile, max(known)]
+        for request_id, asked, accepted in drafts:
+            if asked in average:
+                report = self.requests[request_id]
+                report.expected += average[asked]
+                report.gained += accepted
 
     # -- reporting -------------------------------------------------------------------------------------
     @property

@@ -75,7 +75,8 @@ class Engine:
     not depend on the drafters. Admission is first come, first served, and never two steps running
     while sequences run (so steady arrivals cannot starve them); with `kv_budget_bytes` a request
     joins only when the target's KV buffers, sized for every live request's longest possible
-    sequence, stay within it.
+    sequence, stay within it. A step with nothing waiting tells the drafting session each row's remaining
+    tokens: the batch drains, and adaptive control prices it by its slowest row.
     """
 
     def __init__(self, target: ModelRunner, session: DraftingSession, tokenizer,
@@ -275,7 +276,8 @@ class Engine:
     def _speculate(self) -> None:
         ids = [s.request.id for s in self.running]
         limits = [min(self.session.max_tokens, s.remaining - 1) for s in self.running]
-        draft = self.session.propose(ids, limits)
+        draining = not self.waiting  # nothing to join: the batch ends with its slowest row
+        draft = self.session.propose(ids, limits, [s.remaining for s in self.running] if draining else None)
         seqs = [TokenSeq(s.tokens, d) for s, d in zip(self.running, draft.tokens)]
         logits = self.target.forward(list(range(len(ids))), seqs, [len(d) + 1 for d in draft.tokens])
         verdict = self._verify(logits, draft, self.running)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from tgi_csd import clock
-from tgi_csd.adaptive import KController
+from tgi_csd.adaptive import KController, RowPace
 from tgi_csd.drafters.base import Drafter, Proposal
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
@@ -60,10 +60,11 @@ class HorizontalCascade:
         """Let `controller` (over this row's drafters and bounds) choose the sizes per call."""
         self.controller = controller
 
-    def propose(self, rows: list[int], seqs: list[TokenSeq], limits: list[int]) -> Draft:
-        """Drafts of at most `min(sum(sizes), limits[i])` tokens."""
+    def propose(self, rows: list[int], seqs: list[TokenSeq], limits: list[int],
+                pace: list[RowPace] | None = None) -> Draft:
+        """Drafts of at most `min(sum(sizes), limits[i])` tokens (`pace`: the draining batch, for the controller)."""
         if self.controller is not None:
-            self.sizes = self.controller.choose(len(rows))
+            self.sizes = self.controller.choose(len(rows), pace)
         self.stats.current_k[self.reviewer] = {d.name: k for (d, _), k in zip(self.segments, self.sizes)}
         tokens: list[list[int]] = [[] for _ in rows]
         origins: list[list[str]] = [[] for _ in rows]
