@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.engine import Engine
 from tgi_csd.models import cut_from_target
@@ -116,3 +117,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.time += seconds
+
+
+class StatelessDrafter(Drafter):
+    """A test drafter that keeps no per-row state: joining, leaving and committed histories change nothing."""
+
+    def add_rows(self, infos):
+        pass
+
+    def keep_rows(self, keep):
+        pass
+
+    def commit(self, histories):
+        pass

@@ -5,12 +5,12 @@ import itertools
 import pytest
 import torch
 
-from helpers import FakeClock, StubTokenizer, build_engine
+from helpers import FakeClock, StatelessDrafter, StubTokenizer, build_engine
 from tgi_csd import clock
 from tgi_csd.adaptive import KController, PositionAcceptance, RowPace, SizeCost
 from tgi_csd.builder import ModelLevel
 from tgi_csd.config import AdaptiveSettings, parse_config
-from tgi_csd.drafters.base import Drafter, Proposal
+from tgi_csd.drafters.base import Proposal
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.drafters.model import ModelDrafter
 from tgi_csd.engine import Engine, Request
@@ -220,7 +220,7 @@ def test_a_seeded_controller_starts_off_and_decides_from_its_first_step():
         assert bool(ctl.choose(rows)[0]) is speculates, rows
 
 
-class WrongDrafter(Drafter):
+class WrongDrafter(StatelessDrafter):
     """Always proposes a token the tiny target never picks next (so nothing is accepted); each call costs
     `seconds_per_token` of fake time per token asked (a model drafter's forwards)."""
 
@@ -235,15 +235,6 @@ class WrongDrafter(Drafter):
         if self.clock is not None:
             self.clock.advance(self.seconds_per_token * sum(counts))
         return Proposal([[(seq[len(seq) - 1] + 31) % self.vocab] * k for seq, k in zip(seqs, counts)])
-
-    def add_rows(self, infos):
-        pass
-
-    def keep_rows(self, keep):
-        pass
-
-    def commit(self, histories):
-        pass
 
 
 class SlowPerToken(torch.nn.Module):
@@ -333,7 +324,7 @@ def test_csd_adaptive_never_loses_to_no_speculation_at_a_large_batch_from_its_fi
     assert adaptive <= nospec / 0.98, (adaptive, nospec)
 
 
-class OracleDrafter(Drafter):
+class OracleDrafter(StatelessDrafter):
     """Drafts the target's own greedy continuation (`references`: prompt -> tokens) for the prompts in `good`,
     a token the target never picks for the others."""
 
@@ -353,15 +344,6 @@ class OracleDrafter(Drafter):
             right = prompt in self.good and whole[:len(history)] == history
             drafts.append(whole[len(history):len(history) + k] if right else [(history[-1] + 31) % self.vocab] * k)
         return Proposal(drafts)
-
-    def add_rows(self, infos):
-        pass
-
-    def keep_rows(self, keep):
-        pass
-
-    def commit(self, histories):
-        pass
 
 
 def test_a_batch_whose_slowest_row_gains_nothing_costs_csd_adaptive_under_3_percent(target):

@@ -1,6 +1,7 @@
 """The horizontal cascade: segments fill positions left to right; a leading drafter takes the whole draft."""
 
-from tgi_csd.drafters.base import Drafter, Proposal, RowInfo
+from helpers import StatelessDrafter
+from tgi_csd.drafters.base import Proposal, RowInfo
 from tgi_csd.drafters.cascade import HorizontalCascade
 from tgi_csd.drafters.mag import MaGDrafter
 from tgi_csd.sampling import SamplingParams
@@ -8,7 +9,7 @@ from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
 
 
-class Constant(Drafter):
+class Constant(StatelessDrafter):
     """Proposes `token` repeatedly and records which rows it was asked for, and how many tokens."""
 
     name = "constant"
@@ -21,15 +22,6 @@ class Constant(Drafter):
     def propose(self, rows, seqs, counts):
         self.asked.extend(zip(rows, counts))
         return Proposal([[self.token] * count for count in counts])
-
-    def add_rows(self, infos: list[RowInfo]) -> None:
-        pass
-
-    def keep_rows(self, keep: list[int]) -> None:
-        pass
-
-    def commit(self, histories: list[list[int]]) -> None:
-        pass
 
 
 HISTORIES = [

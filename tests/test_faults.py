@@ -5,8 +5,8 @@ admission never starve anyone; the uniform stream is lazy."""
 import pytest
 import torch
 
-from helpers import StubTokenizer, build_engine, tiny_llama
-from tgi_csd.drafters.base import Drafter, Proposal
+from helpers import StatelessDrafter, StubTokenizer, build_engine, tiny_llama
+from tgi_csd.drafters.base import Proposal
 from tgi_csd.engine import Engine, Request
 from tgi_csd.errors import RequestError
 from tgi_csd.runner import ModelRunner
@@ -84,7 +84,7 @@ def test_the_uniform_stream_is_made_on_demand():
 
 
 # -- drafters that break the contract ------------------------------------------------------------------
-class Broken(Drafter):
+class Broken(StatelessDrafter):
     """A drafter whose proposal for the asked `counts` is `make(counts)`, whatever the contract says."""
 
     name = "broken"
@@ -94,15 +94,6 @@ class Broken(Drafter):
 
     def propose(self, rows, seqs, counts):
         return self.make(counts)
-
-    def add_rows(self, infos):
-        pass
-
-    def keep_rows(self, keep):
-        pass
-
-    def commit(self, histories):
-        pass
 
 
 NAN, HALF = torch.full((64,), float("nan")), torch.full((64,), 0.5)
