@@ -7,7 +7,7 @@ import torch
 
 from helpers import FakeClock, StatelessDrafter, StubTokenizer, build_engine
 from tgi_csd import clock
-from tgi_csd.adaptive import KController, PositionAcceptance, RowPace, SizeCost
+from tgi_csd.adaptive import KController, PositionAcceptance, RowPace, ShapeCost, SizeCost
 from tgi_csd.builder import ModelLevel
 from tgi_csd.config import AdaptiveSettings, parse_config
 from tgi_csd.drafters.base import Proposal
@@ -59,6 +59,34 @@ def test_a_seed_prices_a_size_until_it_is_seen_live():
     assert cost.predict(8) == pytest.approx(5.0)
 
 
+def test_seeds_follow_the_live_timings_of_seeded_sizes():
+    """Live steps run longer contexts (or a busier machine) than the calibration: a size not yet seen live keeps
+    its calibrated ratio to the sizes that were, instead of looking cheap beside them."""
+    cost = SizeCost(smoothing=0.5)
+    for n, seconds in ((4, 1.0), (8, 1.2), (16, 2.0)):
+        cost.seed(n, seconds)
+    cost.observe(4, 1.5)
+    assert cost.drift == pytest.approx(1.5)
+    assert cost.predict(8) == pytest.approx(1.8) and cost.predict(16) == pytest.approx(3.0)
+    cost.observe(4, 3.0)  # a seen size's own average does not move the drift
+    assert cost.drift == pytest.approx(1.5)
+    cost.observe(8, 1.2)  # the next seeded size seen live: the drift averages both
+    assert cost.drift == pytest.approx(1.25) and cost.predict(16) == pytest.approx(2.5)
+
+
+def test_shape_cost_prices_each_row_bucket_apart_and_borrows_the_nearest():
+    cost = ShapeCost()
+    assert cost.predict(1, 8) is None and not cost.seeded
+    cost.seed(1, 8, 1.0)  # one row of 8 tokens
+    cost.seed(4, 8, 1.5)  # four rows of 2: dearer
+    assert cost.seeded
+    assert cost.predict(1, 8) == 1.0 and cost.predict(4, 8) == 1.5 and cost.predict(7, 8) == 1.5
+    assert cost.predict(2, 8) == 1.5, "a tie between buckets goes to the larger, the dearer"
+    assert cost.predict(64, 8) == 1.5, "past the timed buckets: the largest"
+    cost.observe(5, 8, 3.0)
+    assert cost.predict(4, 8) == 3.0 and cost.predict(1, 8) == 1.0
+
+
 def test_position_acceptance_is_conditional_and_windowed():
     acceptance = PositionAcceptance(window=20)
     for _ in range(100):  # position 0 always accepted, position 1 never (given 0 was)
@@ -75,9 +103,9 @@ def controller(slope: float, rate: float, bounds=(6,), drafter_cost: float = 0.0
                settings: AdaptiveSettings = SETTINGS) -> KController:
     """A controller whose reviewer costs `1 + slope * n` seconds for n tokens, whose drafters cost
     `drafter_cost` per drafted token and are accepted with probability `rate` at every position."""
-    cost = SizeCost()
+    cost = ShapeCost()
     for n in (4, 16, 64):
-        cost.observe(n, 1.0 + slope * n)
+        cost.observe(1, n, 1.0 + slope * n)  # every batch borrows the one-row bucket
     names = [f"d{i}" for i in range(len(bounds))]
     ctl = KController(names, list(bounds), cost, settings)
     for name in names:
@@ -117,8 +145,8 @@ def test_hysteresis_keeps_a_choice_within_the_margin():
     ctl.acceptance = _exact(["d0"], 0.9, 6)  # now [6] predicts 11% more: switch
     assert ctl.choose(rows=1) == [6]
     ctl.acceptance = _exact(["d0"], 0.05, 6)
-    ctl.reviewer_cost.observe(4, 50.0)  # verification now costs far more per token drafted
-    ctl.reviewer_cost.observe(16, 200.0)
+    ctl.reviewer_cost.observe(1, 4, 50.0)  # verification now costs far more per token drafted
+    ctl.reviewer_cost.observe(1, 16, 200.0)
     assert ctl.choose(rows=1) != [6]
 
 
@@ -211,9 +239,9 @@ def test_a_seeded_controller_starts_off_and_decides_from_its_first_step():
     """Calibrated costs: no warmup draft. Where verification is dear (a large batch) the first step is plain
     decoding; where it is cheap (one row) the first step already speculates."""
     for rows, speculates in ((256, False), (1, True)):
-        cost = SizeCost()
+        cost = ShapeCost()
         for n in (1, 16, 256, 1024):
-            cost.seed(n, 1.0 + 0.1 * n)
+            cost.seed(1, n, 1.0 + 0.1 * n)
         ctl = KController(["d0"], [4], cost, AdaptiveSettings(warmup_steps=5))
         ctl.seed_drafter("d0", None)
         ctl.acceptance = _exact(["d0"], 0.8, 4)
@@ -276,16 +304,30 @@ def test_useless_drafter_is_switched_off_and_outputs_stay_exact(target):
     assert engine.top.controller.current == [0]
 
 
-def test_calibration_seeds_the_cost_at_each_size_and_leaves_no_trace(target):
+def test_calibration_seeds_the_cost_at_each_shape_and_leaves_no_trace(target):
     fake = FakeClock()
     runner = ModelRunner(target, "target")
     runner.model = SlowPerToken(target, fake, fixed=0.01)
     with clock.use(fake):
-        runner.calibrate(sizes=(1, 4, 16), context=8)
-    assert runner.cost.seeded and runner.cost.counts == {1: 0, 4: 0, 16: 0}
-    for n in (1, 4, 16):
-        assert runner.cost.predict(n) == pytest.approx(0.01 + 0.003 * n)
+        runner.calibrate(shapes=[(1, 1), (1, 4), (1, 16), (4, 1), (4, 4)], context=8)
+    assert runner.cost.seeded
+    assert {b: c.counts for b, c in runner.cost.buckets.items()} == {1: {1: 0, 4: 0, 16: 0}, 3: {4: 0, 16: 0}}
+    for rows, n in ((1, 1), (1, 4), (1, 16), (4, 4), (4, 16)):
+        assert runner.cost.predict(rows, n) == pytest.approx(0.01 + 0.003 * n)
     assert runner.forwards == 0 and runner.forward_seconds == 0 and runner.cache.batch_size == 0
+
+
+def test_a_model_drafters_position_is_priced_by_its_one_token_forward_over_as_many_rows():
+    forward = ShapeCost()
+    forward.seed(1, 1, 0.02)
+    forward.seed(1, 4, 0.03)  # one row of 4 tokens: not what drafting one position for 4 rows costs
+    forward.seed(4, 4, 0.05)
+    forward.seed(4, 8, 0.07)
+    ctl = KController(["d0", "mag"], [2, 2], forward, SETTINGS)
+    ctl.seed_drafter("d0", forward)
+    ctl.seed_drafter("mag", None)
+    assert ctl.drafter_costs["d0"].points == {1: 0.02, 4: 0.05}
+    assert ctl.drafter_costs["mag"].predict(16) == 0.0
 
 
 def timed_run(target, drafters, k_matrix, prompts, tokens, adaptive=None, fixed=0.02):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from helpers import tiny_cascade_config
-from tgi_csd.adaptive import SizeCost
+from tgi_csd.adaptive import ShapeCost
 from tgi_csd.bench.loading import BenchModels
 from tgi_csd.builder import DrafterAssets, build_session
 from tgi_csd.config import load_config
@@ -49,7 +49,7 @@ def test_an_unknown_drafter_spec_is_a_config_error_everywhere(tmp_path):
     odd = config.model_copy(update={"drafters": [*config.drafters[:1], stranger]})
     assets = DrafterAssets.load(config.drafters, Engine.from_config(config).target.model, None, "float32", 64)
     with pytest.raises(ConfigError, match="drafters.odd: unknown drafter type"):
-        build_session(odd, assets, 64, target_cost=SizeCost())
+        build_session(odd, assets, 64, target_cost=ShapeCost())
 
 
 def test_model_drafters_are_built_complete(tmp_path):

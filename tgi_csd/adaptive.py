@@ -34,7 +34,9 @@ class SizeCost:
     timing at a large size cannot make that size look cheap. Other n interpolate linearly between
     the nearest sizes and extrapolate along the outermost two (never below zero, flat with a single
     size). `predict` is None before any observation or seed. A seed (a calibration's timing) stands for a
-    size until that size is observed live: the first observation replaces it.
+    size until that size is observed live: the first observation replaces it, and the seeds left follow the
+    live timings of seeded sizes (`drift`, a moving average of live over seed), so a size not yet seen live
+    keeps its calibrated ratio to the sizes that were, whatever the context length or load of the live steps.
     """
 
     SEED_WEIGHT = 0.5  # a seed's weight in the monotone fit, against 1 per live observation
@@ -46,6 +48,8 @@ class SizeCost:
         self._sizes: list[int] = []
         self._fitted: list[float] | None = None
         self.seeded = False
+        self.drift = 1.0  # live timings over the seeds of the same sizes (moving average)
+        self._drift_samples = 0
 
     def seed(self, n: int, seconds: float) -> None:
         """What size `n` costs before it is seen live (ignored where it was)."""
@@ -57,6 +61,10 @@ class SizeCost:
 
     def observe(self, n: int, seconds: float) -> None:
         if self.counts.get(n, 0) == 0 and n in self.points:  # a seed: replaced
+            if self.points[n] > 0:
+                self._drift_samples += 1
+                weight = max(self.smoothing, 1 / self._drift_samples)
+                self.drift += weight * (seconds / self.points[n] - self.drift)
             self.points[n], self.counts[n] = seconds, 1
         elif n in self.points:
             self.counts[n] += 1
@@ -72,7 +80,8 @@ class SizeCost:
             cap = (2 - self.smoothing) / self.smoothing
             blocks: list[list[float]] = []  # [mean, weight, number of sizes]
             for n in self._sizes:
-                blocks.append([self.points[n], min(self.counts[n] or self.SEED_WEIGHT, cap), 1])
+                mean = self.points[n] if self.counts[n] else self.points[n] * self.drift
+                blocks.append([mean, min(self.counts[n] or self.SEED_WEIGHT, cap), 1])
                 while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
                     (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
                     blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
@@ -92,6 +101,43 @@ class SizeCost:
         lo = min(max(i - 1, 0), len(sizes) - 2)
         slope = (fitted[lo + 1] - fitted[lo]) / (sizes[lo + 1] - sizes[lo])
         return max(0.0, fitted[lo] + slope * (n - sizes[lo]))
+
+
+class ShapeCost:
+    """Seconds per forward by its shape: `rows` rows fed `n` tokens in all (rows x padded width).
+
+    One `SizeCost` over n per power-of-two bucket of rows (`rows.bit_length()`): a forward over R rows costs
+    more than one row of the same n tokens (here 4 rows x 2 tokens about 1.25x one row of 8, 16 x 2 about 1.9x
+    one row of 32: each row attends over its own context), so a batch's verify is priced by batches, not by one
+    long row. A bucket with no timing borrows the nearest bucket that has one, the larger on a tie (the dearer).
+    """
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.buckets: dict[int, SizeCost] = {}
+
+    @property
+    def seeded(self) -> bool:
+        return any(cost.seeded for cost in self.buckets.values())
+
+    def _bucket(self, rows: int) -> SizeCost:
+        bucket = rows.bit_length()
+        if bucket not in self.buckets:
+            self.buckets[bucket] = SizeCost(self.smoothing)
+        return self.buckets[bucket]
+
+    def seed(self, rows: int, n: int, seconds: float) -> None:
+        self._bucket(rows).seed(n, seconds)
+
+    def observe(self, rows: int, n: int, seconds: float) -> None:
+        self._bucket(rows).observe(n, seconds)
+
+    def predict(self, rows: int, n: int) -> float | None:
+        if not self.buckets:
+            return None
+        bucket = rows.bit_length()
+        nearest = min(self.buckets, key=lambda b: (abs(b - bucket), -b))
+        return self.buckets[nearest].predict(n)
 
 
 class PositionAcceptance:
@@ -169,14 +215,14 @@ class KController:
     a server does not): the predicted rate is then the batch's remaining tokens over the predicted time until its
     slowest row finishes (one row at the pool's pace: the same as without).
 
-    Costs: the reviewer's by tokens verified (`rows * (width + 1)`), each drafter's per drafted position by
-    rows. Acceptance is per drafter and position, counting a position the planned drafter left empty as a
-    rejection, so a drafter that drafts for few rows is priced by the rows it serves. With seeded costs (an
-    engine's calibration) the controller starts with speculation off and decides from its first step; else
-    it drafts one token from the first drafter for `warmup_steps` steps.
+    Costs: the reviewer's by the verify's shape (`rows` rows, `rows * (width + 1)` tokens), each drafter's per
+    drafted position by rows. Acceptance is per drafter and position, counting a position the planned drafter
+    left empty as a rejection, so a drafter that drafts for few rows is priced by the rows it serves. With
+    seeded costs (an engine's calibration) the controller starts with speculation off and decides from its
+    first step; else it drafts one token from the first drafter for `warmup_steps` steps.
     """
 
-    def __init__(self, names: list[str], bounds: list[int], reviewer_cost: SizeCost, settings: AdaptiveSettings,
+    def __init__(self, names: list[str], bounds: list[int], reviewer_cost: ShapeCost, settings: AdaptiveSettings,
                  verify_width: int | None = None) -> None:
         self.names = names
         self.bounds = bounds
@@ -217,7 +263,7 @@ class KController:
         is unmeasured."""
         drafted = sum(sizes)
         width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
-        seconds = self.reviewer_cost.predict(rows * (width + 1))
+        seconds = self.reviewer_cost.predict(rows, rows * (width + 1))
         for name, k in zip(self.names, sizes):
             if k and seconds is not None:
                 cost = self.drafter_costs[name].predict(rows)
@@ -314,12 +360,16 @@ class KController:
         if rows and positions:
             self.drafter_costs[name].observe(rows, seconds / positions)
 
-    def seed_drafter(self, name: str, per_position: SizeCost | None) -> None:
-        """Price drafter `name` before it is called: a model drafter's position like its calibrated forward
-        over that many rows (`per_position`), a statistical one as free (its first call replaces either)."""
+    def seed_drafter(self, name: str, forward: ShapeCost | None) -> None:
+        """Price drafter `name` before it is called: a model drafter's position like its calibrated one-token
+        forward over as many rows (`forward`, at the first row count of each of its buckets), a statistical one
+        as free (its first call replaces either)."""
         costs = self.drafter_costs[name]
-        if per_position is None:
+        if forward is None:
             costs.seed(1, 0.0)
-        else:
-            for rows, seconds in per_position.points.items():
+            return
+        for bucket in forward.buckets:
+            rows = 1 << (bucket - 1)
+            seconds = forward.predict(rows, rows)
+            if seconds is not None:
                 costs.seed(rows, seconds)

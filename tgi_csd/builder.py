@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from tgi_csd.adaptive import KController, SizeCost
+from tgi_csd.adaptive import KController, ShapeCost
 from tgi_csd.config import (
     AdaptiveSettings,
     CascadeConfig,
@@ -143,7 +143,7 @@ def share_kv_budget(runners: list[ModelRunner], budget_mb: float) -> None:
 
 
 def compose(levels: list[Level], k_matrix: list[list[int]], vocab_size: int, *,
-            adaptive: AdaptiveSettings | None = None, target_cost: SizeCost | None = None,
+            adaptive: AdaptiveSettings | None = None, target_cost: ShapeCost | None = None,
             verify_width: int | None = None, kv_budget_mb: float | None = None,
             profiles: dict[str, list[int]] | None = None) -> DraftingSession:
     """The drafting session over `levels` (largest first, model levels before statistical drafters).
@@ -183,7 +183,7 @@ def compose(levels: list[Level], k_matrix: list[list[int]], vocab_size: int, *,
     return DraftingSession(drafters, top, stats, tops)
 
 
-def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int, *, target_cost: SizeCost,
+def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int, *, target_cost: ShapeCost,
                   verify_width: int | None = None) -> DraftingSession:
     """`config`'s drafters over `assets`, fresh: new runners, caches, controllers and counters. Every config key
     means the same for every caller (`drafter_kv_budget_mb` included)."""
@@ -205,6 +205,6 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
                    verify_width=verify_width, kv_budget_mb=config.drafter_kv_budget_mb, profiles=config.profiles)
 
 
-def _steer(row: HorizontalCascade, cost: SizeCost, adaptive: AdaptiveSettings, verify_width: int | None) -> None:
+def _steer(row: HorizontalCascade, cost: ShapeCost, adaptive: AdaptiveSettings, verify_width: int | None) -> None:
     names = [d.name for d, _ in row.segments]
     row.steer(KController(names, [k for _, k in row.segments], cost, adaptive, verify_width))

@@ -14,15 +14,16 @@ from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import RequestError
-from tgi_csd.runner import CALIBRATION_SIZES, ModelRunner
+from tgi_csd.runner import ModelRunner, calibration_shapes
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
 from tgi_csd.verification import Verdict, verify_greedy, verify_sampled
 
 _ids = itertools.count()
-#: a drafter's calibration times forwards over up to this many rows (one drafted position of a batch)
-DRAFTER_CALIBRATION_ROWS = 64
+#: a drafter's calibration times forwards of up to this many tokens (as many rows drafting one position each, or
+#: a batch verifying its own drafter's draft)
+DRAFTER_CALIBRATION_TOKENS = 64
 
 
 class Request(BaseModel):
@@ -96,16 +97,17 @@ class Engine:
 
     def calibrate(self) -> None:
         """Time the target's and each model drafter's forwards (`ModelRunner.calibrate`) and seed every
-        adaptive controller with them: from its first step it prices each allocation, including the jump in
-        cost past the CPU kernel's row limit, instead of guessing. Before any request joins."""
+        adaptive controller with them: from its first step it prices each allocation by the batch's shape,
+        including the jump in cost past the CPU kernel's row limit, instead of guessing. Before any request
+        joins."""
         self.target.calibrate()
-        per_position = {}
+        forward_costs = {}
         for drafter in self.session.model_drafters:
-            drafter.runner.calibrate(tuple(n for n in CALIBRATION_SIZES if n <= DRAFTER_CALIBRATION_ROWS))
-            per_position[drafter.name] = drafter.runner.cost
+            drafter.runner.calibrate(calibration_shapes(DRAFTER_CALIBRATION_TOKENS))
+            forward_costs[drafter.name] = drafter.runner.cost
         for controller in self.session.controllers:
             for name in controller.names:
-                controller.seed_drafter(name, per_position.get(name))
+                controller.seed_drafter(name, forward_costs.get(name))
 
     @property
     def stats(self) -> EngineStats:

@@ -9,15 +9,30 @@ import torch
 from transformers import PreTrainedModel
 
 from tgi_csd import clock, models
-from tgi_csd.adaptive import SizeCost
+from tgi_csd.adaptive import ShapeCost
 from tgi_csd.config import KernelSetting
 from tgi_csd.kv_cache import BudgetedKVCache, RaggedKVCache
-from tgi_csd.small_rows import resolve
+from tgi_csd.small_rows import MAX_ROWS, resolve
 from tgi_csd.tokens import TokenSeq
 
-#: forward sizes (tokens fed, rows x width) a calibration times: every size a few-token kernel covers closely,
-#: both sides of its row limit, then wider verifies of a batch
-CALIBRATION_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 33, 40, 48, 64, 96, 128, 192, 256)
+#: one row's forward sizes (tokens fed) a calibration times: every size a few-token kernel covers closely, both
+#: sides of its row limit, then a few wider ones
+CALIBRATION_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 33, 40, 48, 64)
+#: the row counts a calibration times, one for each power-of-two bucket of `ShapeCost` (larger batches borrow
+#: the last bucket until they are timed live)
+CALIBRATION_ROWS = (1, 2, 4, 8, 16)
+#: tokens a row a calibration times in a batch of several rows (a verify of 0, 1, 2, 4, 8 and 16 draft tokens)
+BATCH_WIDTHS = (1, 2, 3, 5, 9, 17)
+
+
+def calibration_shapes(max_tokens: int = 128) -> list[tuple[int, int]]:
+    """The (rows, tokens a row) a calibration times, at most `max_tokens` fed: one row at `CALIBRATION_SIZES`,
+    each other row count of `CALIBRATION_ROWS` at `BATCH_WIDTHS` and both sides of the CPU kernel's row limit."""
+    shapes = [(1, n) for n in CALIBRATION_SIZES]
+    for rows in CALIBRATION_ROWS[1:]:
+        widths = {*BATCH_WIDTHS, MAX_ROWS // rows, MAX_ROWS // rows + 1}
+        shapes += [(rows, width) for width in sorted(widths) if width and rows * width <= max_tokens]
+    return [(rows, width) for rows, width in shapes if rows * width <= max_tokens]
 
 
 class ModelRunner:
@@ -54,7 +69,7 @@ class ModelRunner:
         self.synced: list[int] = []
         self.forwards = 0
         self.forward_seconds = 0.0
-        self.cost = SizeCost()  # seconds per forward by tokens fed (rows x padded width)
+        self.cost = ShapeCost()  # seconds per forward by rows and tokens fed (rows x padded width)
         #: bytes of the parameters and buffers the model reads, each tensor's storage counted once
         self.weight_bytes = models.weight_bytes(model)
 
@@ -92,31 +107,40 @@ class ModelRunner:
             i += 1
         return min(i, end)
 
-    def calibrate(self, sizes: tuple[int, ...] = CALIBRATION_SIZES, context: int = 64, repeats: int = 2) -> None:
-        """Seed `cost` with timed forwards (the fastest of `repeats`) of each size fed after `context` tokens,
-        on a scratch row that leaves after; counters are left as they were. Only while no row is live, and
-        only as far as the KV budget lets the scratch row grow."""
+    def calibrate(self, shapes: list[tuple[int, int]] | None = None, context: int = 64, repeats: int = 2) -> None:
+        """Seed `cost` with timed forwards (the fastest of `repeats`) of each shape, `rows` rows fed `width`
+        tokens each after `context` tokens (default: `calibration_shapes()`), on scratch rows that leave after;
+        counters are left as they were. Only while no row is live, and only the shapes the KV budget lets the
+        scratch rows grow to."""
         assert self.cache.batch_size == 0, "calibrate before rows join"
-        sizes = tuple(n for n in sizes if self.max_positions is None or context + n <= self.max_positions)
-        if not sizes:
+        shapes = [(rows, width) for rows, width in (shapes or calibration_shapes())
+                  if self.max_positions is None or context + width <= self.max_positions]
+        if not shapes:
             return
-        longest = context + max(sizes)
-        tokens = [1 + i % (self.vocab_size - 1) for i in range(longest)]  # arbitrary ids
+        rows, longest = max(r for r, _ in shapes), context + max(w for _, w in shapes)
+        tokens = [[1 + (i + 7 * row) % (self.vocab_size - 1) for i in range(longest)] for row in range(rows)]
         forwards, seconds = self.forwards, self.forward_seconds
         observed = self.cost
-        self.cost = SizeCost()  # the scratch forwards' own observations are dropped
-        self.add_rows(1)
+        self.cost = ShapeCost()  # the scratch forwards' own observations are dropped
+        self.add_rows(rows)
         try:
-            if not all(self.reserve([0], [longest])):
+            granted = self.reserve(list(range(rows)), [longest] * rows)
+            usable = granted.index(False) if False in granted else rows
+            if not usable:
                 return
-            self.forward([0], [TokenSeq(tokens[:context])], [1])  # fills the context; warms the kernels up
-            for n in sizes:
+            # fills the contexts; warms the kernels up
+            self.forward(list(range(usable)), [TokenSeq(t[:context]) for t in tokens[:usable]], [1] * usable)
+            for count, width in shapes:
+                if count > usable:
+                    continue
+                batch = list(range(count))
+                seqs = [TokenSeq(t[: context + width]) for t in tokens[:count]]
                 timings = []
                 for _ in range(repeats):
                     start = clock.now()
-                    self.forward([0], [TokenSeq(tokens[: context + n])], [n])  # feeds exactly the last n
+                    self.forward(batch, seqs, [width] * count)  # feeds exactly the last `width` of each row
                     timings.append(clock.now() - start)
-                observed.seed(n, min(timings))
+                observed.seed(count, count * width, min(timings))
         finally:
             self.keep_rows([])
             self.cost, self.forwards, self.forward_seconds = observed, forwards, seconds
@@ -163,6 +187,6 @@ class ModelRunner:
         seconds = clock.now() - start
         self.forward_seconds += seconds
         self.forwards += 1
-        self.cost.observe(len(rows) * width, seconds)
+        self.cost.observe(len(rows), len(rows) * width, seconds)
         self.cache.commit(rows, [len(self.cached[r]) for r in rows])
         return out.logits.float() if out.logits.dtype != torch.float32 else out.logits

@@ -97,6 +97,10 @@ def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) ->
         return None
 
 
+#: the most rows (tokens of a forward, leading dims flattened) the kernel takes by default
+MAX_ROWS = 32
+
+
 class SmallRowsLinear(TorchFunctionMode):
     """Within this mode, `F.linear` on 2-32 float32 rows (leading dims flattened) runs the kernel.
 
@@ -105,7 +109,7 @@ class SmallRowsLinear(TorchFunctionMode):
     dtypes, other devices and anything needing gradients go to torch unchanged.
     """
 
-    def __init__(self, min_rows: int = 2, max_rows: int = 32) -> None:
+    def __init__(self, min_rows: int = 2, max_rows: int = MAX_ROWS) -> None:
         super().__init__()
         self.kernel = load_kernel().small_rows_linear
         self.min_rows = min_rows

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from tgi_csd import clock
-from tgi_csd.adaptive import SizeCost
+from tgi_csd.adaptive import ShapeCost
 from tgi_csd.config import CascadeConfig, ModelDrafterSpec, parse_config
 from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import ConfigError
@@ -37,7 +37,7 @@ class CSDStrategy:
     """Drives a `DraftingSession` with the shard as the target: TGI reports each step's accepted tokens at
     the next proposal, so that is where the previous drafts are settled."""
 
-    def __init__(self, session: DraftingSession, target_cost: SizeCost, speculate: int) -> None:
+    def __init__(self, session: DraftingSession, target_cost: ShapeCost, speculate: int) -> None:
         self.session = session
         self.stats = session.stats
         self.target_cost = target_cost
@@ -72,7 +72,8 @@ class CSDStrategy:
     def tgi_speculation_propose(self, request_ids, histories, accepted, speculate):
         now = clock.now()
         if self._last_step is not None and self._last_step[0] == len(request_ids):
-            self.target_cost.observe(self._last_step[1], now - self._last_step[2])
+            rows, tokens, started = self._last_step
+            self.target_cost.observe(rows, tokens, now - started)
         # `accepted` counts this step's tokens: 1 + the draft tokens the target took.
         self.session.settle(request_ids, [n - 1 for n in accepted])
         self.session.update(request_ids, histories)
@@ -154,7 +155,7 @@ def resolve_target_folder(model_id: str | None, config: CascadeConfig) -> Path:
 
 
 def shard_session(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id: str | None, speculate: int,
-                  dtype=None, device=None) -> tuple[DraftingSession, SizeCost]:
+                  dtype=None, device=None) -> tuple[DraftingSession, ShapeCost]:
     """The config's drafters for a shard (its `target.model` is not loaded as a target), and the cost the
     adaptive top row learns the shard's step time into (TGI pads every draft to `speculate`).
 
@@ -189,7 +190,7 @@ def shard_session(config: CascadeConfig, *, tokenizer, vocab_size: int, model_id
     config = config.model_copy(update={"drafters": [
         d.model_copy(update={"prefill_chunk": DEFAULT_PREFILL_CHUNK})
         if isinstance(d, ModelDrafterSpec) and d.prefill_chunk is None else d for d in config.drafters]})
-    target_cost = SizeCost()
+    target_cost = ShapeCost()
     return build_session(config, assets, vocab_size, target_cost=target_cost, verify_width=speculate), target_cost
 
 
