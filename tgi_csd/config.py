@@ -157,9 +157,10 @@ class AdaptiveSettings(_Strict):
                                 "probe, so probing an expensive allocation at a large batch stays rare")
     warmup_steps: int = Field(1, ge=0, description="steps drafting one token (from the first drafter) before "
                               "steering, where costs are not calibrated (the TGI shard's)")
-    calibrate: bool = Field(True, description="the engine times its models' forwards at the sizes the controllers "
-                            "weigh when it starts (a few seconds on a CPU), so the first steps are priced, not "
-                            "guessed; live timings then replace the calibration's size by size")
+    calibrate: bool = Field(True, description="the engine times its models' forwards in the shapes the controllers "
+                            "weigh (rows x tokens) when it starts (half a minute for SmolLM2-135M on a 2-core CPU), "
+                            "so the first steps are priced, not guessed; live timings then replace the "
+                            "calibration's shape by shape")
 
 
 class CascadeConfig(_Strict):
