@@ -139,6 +139,16 @@ class ShapeCost:
         nearest = min(self.buckets, key=lambda b: (abs(b - bucket), -b))
         return self.buckets[nearest].predict(n)
 
+    def one_token_forwards(self) -> dict[int, float]:
+        """Per timed bucket, its first row count -> predicted seconds of a one-token forward over that many rows."""
+        forwards = {}
+        for bucket in self.buckets:
+            rows = 1 << (bucket - 1)
+            seconds = self.predict(rows, rows)
+            if seconds is not None:
+                forwards[rows] = seconds
+        return forwards
+
 
 class PositionAcceptance:
     """Windowed conditional acceptance per (drafter, position): counts decay by `1 - 1/window`
@@ -362,14 +372,7 @@ class KController:
 
     def seed_drafter(self, name: str, forward: ShapeCost | None) -> None:
         """Price drafter `name` before it is called: a model drafter's position like its calibrated one-token
-        forward over as many rows (`forward`, at the first row count of each of its buckets), a statistical one
-        as free (its first call replaces either)."""
+        forward over as many rows (`forward`), a statistical one as free (its first call replaces either)."""
         costs = self.drafter_costs[name]
-        if forward is None:
-            costs.seed(1, 0.0)
-            return
-        for bucket in forward.buckets:
-            rows = 1 << (bucket - 1)
-            seconds = forward.predict(rows, rows)
-            if seconds is not None:
-                costs.seed(rows, seconds)
+        for rows, seconds in (forward.one_token_forwards() if forward is not None else {1: 0.0}).items():
+            costs.seed(rows, seconds)

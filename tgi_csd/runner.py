@@ -31,7 +31,7 @@ def calibration_shapes(max_tokens: int = 128) -> list[tuple[int, int]]:
     shapes = [(1, n) for n in CALIBRATION_SIZES]
     for rows in CALIBRATION_ROWS[1:]:
         widths = {*BATCH_WIDTHS, MAX_ROWS // rows, MAX_ROWS // rows + 1}
-        shapes += [(rows, width) for width in sorted(widths) if width and rows * width <= max_tokens]
+        shapes += [(rows, width) for width in sorted(widths)]
     return [(rows, width) for rows, width in shapes if rows * width <= max_tokens]
 
 
