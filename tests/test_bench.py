@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from helpers import TINY_CHAT_TEMPLATE, tiny_cascade_config, tiny_llama
 from tgi_csd.bench.cost import compute_params, relative_costs, tokens_per_cost
-from tgi_csd.bench.methods import EngineMethod, HFGenerate, Method, Run
+from tgi_csd.bench.methods import HFGenerate, Method, Run, Session, _EngineSession
 from tgi_csd.bench.report import Results, markdown
-from tgi_csd.bench.runner import Measurement
+from tgi_csd.bench.runner import Measurement, run_interleaved
 from tgi_csd.bench.summary import Row, Skipped, summarize
 from tgi_csd.cli import app
 from tgi_csd.models import cut_from_target
@@ -143,14 +144,15 @@ def test_nospec_and_csd_adaptive_at_batch_1_and_4(setup):
 
 def test_a_wrong_output_is_marked_loudly_and_exits_1(setup, monkeypatch):
     folder, config, prompts = setup
-    honest = EngineMethod.run
+    honest = _EngineSession._generate
 
-    def broken(self, *args, **kwargs):
-        run = honest(self, *args, **kwargs)
-        run.outputs[0][-1] += 1
-        return run
+    def broken(self, chunk):
+        outputs = honest(self, chunk)
+        if not self.outputs:  # the first prompt's output
+            outputs[0][-1] += 1
+        return outputs
 
-    monkeypatch.setattr(EngineMethod, "run", broken)
+    monkeypatch.setattr(_EngineSession, "_generate", broken)
     out = folder / "broken"
     result = bench(config, prompts, out, "--methods", "ar,mag", "--batch-sizes", "1")
     assert result.exit_code == 1, result.output
@@ -166,11 +168,11 @@ def test_batched_ar_pads_left_and_stops_each_row_at_its_eos():
     target = tiny_llama()
     prompts = [[3, 4, 5, 3, 4], [7, 8, 9, 10, 11, 12, 13], [20, 21]]
     free = HFGenerate("ar", SimpleNamespace(target=target, eos_token_id=None), 0)
-    alone = free.run(prompts[:1], 1, 8, lambda _: None).outputs[0]
+    alone = free.run(prompts[:1], 1, 8).outputs[0]
     eos = next(t for i, t in enumerate(alone) if i >= 1 and t not in alone[:i])  # a token first emitted mid-output
     ar = HFGenerate("ar", SimpleNamespace(target=target, eos_token_id=eos), 0)
-    one_by_one = ar.run(prompts, 1, 8, lambda _: None)
-    batched = ar.run(prompts, 2, 8, lambda _: None)
+    one_by_one = ar.run(prompts, 1, 8)
+    batched = ar.run(prompts, 2, 8)
     assert one_by_one.outputs[0] == alone[:alone.index(eos) + 1]
     assert batched.outputs == one_by_one.outputs
     assert batched.target_forwards < one_by_one.target_forwards
@@ -182,8 +184,48 @@ class _Fixed(Method):
     def __init__(self, name: str, k: int | None = 4) -> None:
         self.name, self.k = name, k
 
-    def run(self, prompts, batch_size, max_new_tokens, advance) -> Run:
+    def start(self, max_new_tokens):
         raise NotImplementedError
+
+
+class _Recording(Method):
+    """Echoes each prompt's first token, logging which method generated which batch."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.k, self.log = name, 0, log
+
+    def start(self, max_new_tokens):
+        return _RecordingSession(self, max_new_tokens)
+
+
+class _RecordingSession(Session):
+    def __init__(self, method: _Recording, max_new_tokens: int) -> None:
+        super().__init__(max_new_tokens)
+        self.method = method
+
+    def _generate(self, chunk):
+        self.method.log.append((self.method.name, [p[0] for p in chunk]))
+        return [[p[0]] for p in chunk]
+
+    def finish(self) -> Run:
+        return Run(self.outputs, self.seconds, len(self.outputs), 0.0, {}, 0.0)
+
+
+def test_methods_take_turns_batch_by_batch_and_keep_prompt_order():
+    log: list = []
+    prompts = [[10], [11], [12], [13], [14]]
+    refs = [ReferenceOutput([p[0]], gaps=[1.0]) for p in prompts]
+    measurements = run_interleaved([_Recording("a", log), _Recording("b", log)], prompts, refs, [2], 2, 4, 1e-3,
+                                   Console(quiet=True))
+    warmup, timed = log[:2], log[2:]
+    assert warmup == [("a", [10]), ("b", [10])]
+    # repeat 1: a b | b a | a b; repeat 2 starts one further round
+    assert [name for name, _ in timed] == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [batch for name, batch in timed if name == "a"] == [[10, 11], [12, 13], [14]] * 2
+    assert [(m.method, m.repeat) for m in measurements] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    for m in measurements:
+        assert m.run.outputs == [[p[0]] for p in prompts]
+        assert all(agreement.value == "identical" for agreement, _ in m.checks)
 
 
 def _measurement(name: str, outputs: list[int], seconds: float, reference: ReferenceOutput) -> Measurement:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -64,9 +64,41 @@ class Method(ABC):
     batched: bool = True
 
     @abstractmethod
-    def run(self, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
-            advance: Callable[[int], None]) -> Run:
-        """Outputs in prompt order; `advance(n)` after each batch of n prompts."""
+    def start(self, max_new_tokens: int) -> Session:
+        """A fresh pass over a prompt set (a new engine, zeroed counters), fed batch by batch."""
+
+    def run(self, prompts: list[list[int]], batch_size: int, max_new_tokens: int) -> Run:
+        """The whole prompt set in batches of `batch_size`, outputs in prompt order."""
+        session = self.start(max_new_tokens)
+        for chunk in batches(prompts, batch_size):
+            session.generate(chunk)
+        return session.finish()
+
+
+class Session(ABC):
+    """One method's pass over a prompt set at one batch size. Batches may be fed with other methods' batches in
+    between (the bench interleaves them); what a method keeps across its batches (an engine, its controllers)
+    lives here. Only `generate` is timed."""
+
+    def __init__(self, max_new_tokens: int) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.outputs: list[list[int]] = []
+        self.seconds = 0.0
+
+    def generate(self, chunk: list[list[int]]) -> None:
+        """Generate for one batch; its outputs follow the earlier batches'."""
+        start = time.perf_counter()
+        outputs = self._generate(chunk)
+        self.seconds += time.perf_counter() - start
+        self.outputs.extend(outputs)
+
+    @abstractmethod
+    def _generate(self, chunk: list[list[int]]) -> list[list[int]]:
+        """The outputs of one batch, in its order."""
+
+    @abstractmethod
+    def finish(self) -> Run:
+        """The pass so far as a `Run`."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +115,8 @@ def batches(prompts: list[list[int]], size: int) -> Iterator[list[list[int]]]:
 
 
 class _ForwardMeter:
-    """Counts the calls of one module and the seconds spent in them (forward hooks)."""
+    """Counts the calls of one module and the seconds spent in them (forward hooks), summed over every time it
+    is entered: hooked only while entered, so meters of interleaved methods never count each other's calls."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
@@ -135,7 +168,8 @@ class HFGenerate(Method):
         # transformers' candidate generators take one sequence at a time
         self.batched = not self.extra and assistant is None
 
-    def _generate(self, chunk: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, chunk: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """One batch's outputs, left-padded into one `generate` call."""
         width = max(len(p) for p in chunk)
         device = self.target.device
         input_ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in chunk], device=device)
@@ -150,20 +184,28 @@ class HFGenerate(Method):
         )
         return [_through_eos(row[width:].tolist(), self.eos) for row in out]
 
-    def run(self, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
-            advance: Callable[[int], None]) -> Run:
-        outputs: list[list[int]] = []
-        seconds = 0.0
+    def start(self, max_new_tokens: int) -> Session:
+        return _HFSession(self, max_new_tokens)
+
+
+class _HFSession(Session):
+    """Forward meters on the shared models, hooked only while this session generates."""
+
+    def __init__(self, method: HFGenerate, max_new_tokens: int) -> None:
+        super().__init__(max_new_tokens)
+        self.method = method
+        self.target = _ForwardMeter(method.target)
+        self.drafters = {name: _ForwardMeter(model) for name, model in method.drafters.items()}
+
+    def _generate(self, chunk: list[list[int]]) -> list[list[int]]:
         with ExitStack() as stack:
-            target = stack.enter_context(_ForwardMeter(self.target))
-            drafters = {name: stack.enter_context(_ForwardMeter(m)) for name, m in self.drafters.items()}
-            for chunk in batches(prompts, batch_size):
-                start = time.perf_counter()
-                outputs.extend(self._generate(chunk, max_new_tokens))
-                seconds += time.perf_counter() - start
-                advance(len(chunk))
-        return Run(outputs, seconds, target.calls, target.seconds,
-                   {name: m.calls for name, m in drafters.items()}, sum(m.seconds for m in drafters.values()))
+            for meter in (self.target, *self.drafters.values()):
+                stack.enter_context(meter)
+            return self.method.generate(chunk, self.max_new_tokens)
+
+    def finish(self) -> Run:
+        return Run(self.outputs, self.seconds, self.target.calls, self.target.seconds,
+                   {name: m.calls for name, m in self.drafters.items()}, sum(m.seconds for m in self.drafters.values()))
 
 
 def _through_eos(tokens: list[int], eos: int | None) -> list[int]:
@@ -173,7 +215,7 @@ def _through_eos(tokens: list[int], eos: int | None) -> list[int]:
 
 class EngineMethod(Method):
     """Our engine with one cascade; a fresh engine (zeroed stats, empty caches, untrained
-    controllers) per run, kept over all its batches. `k` is None when the cascade is adaptive."""
+    controllers) per session, kept over all its batches. `k` is None when the cascade is adaptive."""
 
     def __init__(self, name: str, models: BenchModels, cascade: CascadeConfig) -> None:
         self.name = name
@@ -181,22 +223,27 @@ class EngineMethod(Method):
         self.cascade = cascade
         self.k = None if cascade.adaptive else sum(cascade.k_matrix[0])
 
-    def run(self, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
-            advance: Callable[[int], None]) -> Run:
-        engine = self.models.engine(self.cascade)
-        outputs: list[list[int]] = []
-        seconds = 0.0
-        for chunk in batches(prompts, batch_size):
-            requests = [Request(prompt_ids=p, max_new_tokens=max_new_tokens) for p in chunk]
-            start = time.perf_counter()
-            results = engine.generate(requests)
-            seconds += time.perf_counter() - start
-            outputs.extend(r.token_ids for r in results)
-            advance(len(chunk))
-        report = engine.report()
+    def start(self, max_new_tokens: int) -> Session:
+        return _EngineSession(self, max_new_tokens)
+
+
+class _EngineSession(Session):
+    """An engine built (and calibrated, when adaptive) before the first batch, kept over all of them."""
+
+    def __init__(self, method: EngineMethod, max_new_tokens: int) -> None:
+        super().__init__(max_new_tokens)
+        self.adaptive = method.cascade.adaptive is not None
+        self.engine = method.models.engine(method.cascade)
+
+    def _generate(self, chunk: list[list[int]]) -> list[list[int]]:
+        results = self.engine.generate([Request(prompt_ids=p, max_new_tokens=self.max_new_tokens) for p in chunk])
+        return [r.token_ids for r in results]
+
+    def finish(self) -> Run:
+        report = self.engine.report()
         adaptive = ({key: report[key] for key in ("steps", "speculation_off_steps", "current_k")}
-                    if self.cascade.adaptive else None)
-        return Run(outputs, seconds, report["target_forwards"], report["seconds"]["target_forwards"],
+                    if self.adaptive else None)
+        return Run(self.outputs, self.seconds, report["target_forwards"], report["seconds"]["target_forwards"],
                    dict(report["drafter_forwards"]), sum(report["seconds"]["drafters"].values()), report["drafts"],
                    adaptive)
 
