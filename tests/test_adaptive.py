@@ -317,6 +317,25 @@ def test_calibration_seeds_the_cost_at_each_shape_and_leaves_no_trace(target):
     assert runner.forwards == 0 and runner.forward_seconds == 0 and runner.cache.batch_size == 0
 
 
+def test_an_engine_given_an_earlier_calibration_prices_alike_without_timing_again(target):
+    fake = FakeClock()
+
+    def build(calibration=None):
+        runner = ModelRunner(target, "target")
+        runner.model = SlowPerToken(target, fake, fixed=0.01)
+        return Engine.assemble(runner, [MaGDrafter(None)], [[4]], StubTokenizer(None), adaptive=AdaptiveSettings(),
+                               calibration=calibration)
+
+    with clock.use(fake):
+        first = build()
+        timed = fake()
+        second = build(first.calibration)
+        assert fake() == timed, "no forward was timed"
+    assert first.calibration["target"] and second.calibration == first.calibration
+    for rows, n in ((1, 1), (4, 12), (16, 32)):
+        assert second.target.cost.predict(rows, n) == first.target.cost.predict(rows, n) is not None
+
+
 def test_a_model_drafters_position_is_priced_by_its_one_token_forward_over_as_many_rows():
     forward = ShapeCost()
     forward.seed(1, 1, 0.02)

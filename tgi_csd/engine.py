@@ -14,7 +14,7 @@ from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import RequestError
-from tgi_csd.runner import ModelRunner, calibration_shapes
+from tgi_csd.runner import ModelRunner, Timing, calibration_shapes
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
@@ -24,6 +24,8 @@ _ids = itertools.count()
 #: a drafter's calibration times forwards of up to this many tokens (as many rows drafting one position each, or
 #: a batch verifying its own drafter's draft)
 DRAFTER_CALIBRATION_TOKENS = 64
+#: a calibration's timed forwards, by runner name (`Engine.calibrate`)
+Calibration = dict[str, list[Timing]]
 
 
 class Request(BaseModel):
@@ -81,7 +83,7 @@ class Engine:
     """
 
     def __init__(self, target: ModelRunner, session: DraftingSession, tokenizer,
-                 kv_budget_bytes: int | None = None) -> None:
+                 kv_budget_bytes: int | None = None, calibration: Calibration | None = None) -> None:
         self.target = target
         self.session = session
         self.tokenizer = tokenizer
@@ -92,22 +94,30 @@ class Engine:
         self.running: list[_Sequence] = []
         self._admitted_last = False
         controllers = session.controllers
-        if controllers and all(c.settings.calibrate for c in controllers):
-            self.calibrate()
+        #: the calibration this engine's controllers were seeded with (None: not calibrated)
+        self.calibration = (self.calibrate(calibration)
+                            if controllers and all(c.settings.calibrate for c in controllers) else None)
 
-    def calibrate(self) -> None:
+    def calibrate(self, reuse: Calibration | None = None) -> Calibration:
         """Time the target's and each model drafter's forwards (`ModelRunner.calibrate`) and seed every
         adaptive controller with them: from its first step it prices each allocation by the batch's shape,
         including the jump in cost past the CPU kernel's row limit, instead of guessing. Before any request
-        joins."""
-        self.target.calibrate()
-        forward_costs = {}
-        for drafter in self.session.model_drafters:
-            drafter.runner.calibrate(calibration_shapes(DRAFTER_CALIBRATION_TOKENS))
-            forward_costs[drafter.name] = drafter.runner.cost
+        joins. `reuse`: an earlier engine's calibration over the same models on this machine, seeded instead of
+        timed again. Returns the calibration, by runner name."""
+        runners = [self.target, *(drafter.runner for drafter in self.session.model_drafters)]
+        calibration = {}
+        for runner in runners:
+            if reuse is not None and runner.name in reuse:
+                runner.seed(reuse[runner.name])
+                calibration[runner.name] = reuse[runner.name]
+            else:
+                shapes = None if runner is self.target else calibration_shapes(DRAFTER_CALIBRATION_TOKENS)
+                calibration[runner.name] = runner.calibrate(shapes)
+        forward_costs = {drafter.name: drafter.runner.cost for drafter in self.session.model_drafters}
         for controller in self.session.controllers:
             for name in controller.names:
                 controller.seed_drafter(name, forward_costs.get(name))
+        return calibration
 
     @property
     def stats(self) -> EngineStats:
@@ -139,13 +149,14 @@ class Engine:
     @classmethod
     def assemble(cls, target: ModelRunner, levels: list[Level], k_matrix: list[list[int]], tokenizer, *,
                  adaptive: AdaptiveSettings | None = None, kv_budget_bytes: int | None = None,
-                 drafter_kv_budget_mb: float | None = None, profiles: dict[str, list[int]] | None = None) -> Engine:
+                 drafter_kv_budget_mb: float | None = None, profiles: dict[str, list[int]] | None = None,
+                 calibration: Calibration | None = None) -> Engine:
         """An engine over drafters composed in code (`builder.compose`): row 0 of the k-matrix drafts for
         the target, row r for model level r; with `adaptive`, the entries are bounds and controllers choose;
-        `profiles` are other rows 0 that requests may choose by name."""
+        `profiles` are other rows 0 that requests may choose by name; `calibration` as in `calibrate`."""
         session = compose(levels, k_matrix, target.vocab_size, adaptive=adaptive, target_cost=target.cost,
                           kv_budget_mb=drafter_kv_budget_mb, profiles=profiles)
-        return cls(target, session, tokenizer, kv_budget_bytes)
+        return cls(target, session, tokenizer, kv_budget_bytes, calibration)
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:

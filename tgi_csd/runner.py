@@ -21,6 +21,8 @@ CALIBRATION_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 33, 40, 48
 #: the row counts a calibration times, one for each power-of-two bucket of `ShapeCost` (larger batches borrow
 #: the last bucket until they are timed live)
 CALIBRATION_ROWS = (1, 2, 4, 8, 16)
+#: one timed forward of a calibration: rows, tokens fed (rows x width), seconds
+Timing = tuple[int, int, float]
 #: tokens a row a calibration times in a batch of several rows (a verify of 0, 1, 2, 4, 8 and 16 draft tokens)
 BATCH_WIDTHS = (1, 2, 3, 5, 9, 17)
 
@@ -107,29 +109,29 @@ class ModelRunner:
             i += 1
         return min(i, end)
 
-    def calibrate(self, shapes: list[tuple[int, int]] | None = None, context: int = 64, repeats: int = 2) -> None:
+    def calibrate(self, shapes: list[tuple[int, int]] | None = None, context: int = 64,
+                  repeats: int = 2) -> list[Timing]:
         """Seed `cost` with timed forwards (the fastest of `repeats`) of each shape, `rows` rows fed `width`
         tokens each after `context` tokens (default: `calibration_shapes()`), on scratch rows that leave after;
         counters are left as they were. Only while no row is live, and only the shapes the KV budget lets the
-        scratch rows grow to."""
+        scratch rows grow to. Returns the timings (`seed` gives them to another runner over the same model)."""
         assert self.cache.batch_size == 0, "calibrate before rows join"
         shapes = [(rows, width) for rows, width in (shapes or calibration_shapes())
                   if self.max_positions is None or context + width <= self.max_positions]
         if not shapes:
-            return
+            return []
         rows, longest = max(r for r, _ in shapes), context + max(w for _, w in shapes)
         tokens = [[1 + (i + 7 * row) % (self.vocab_size - 1) for i in range(longest)] for row in range(rows)]
-        forwards, seconds = self.forwards, self.forward_seconds
-        observed = self.cost
+        forwards, seconds, observed = self.forwards, self.forward_seconds, self.cost
         self.cost = ShapeCost()  # the scratch forwards' own observations are dropped
+        measured: list[Timing] = []
         self.add_rows(rows)
         try:
             granted = self.reserve(list(range(rows)), [longest] * rows)
             usable = granted.index(False) if False in granted else rows
-            if not usable:
-                return
-            # fills the contexts; warms the kernels up
-            self.forward(list(range(usable)), [TokenSeq(t[:context]) for t in tokens[:usable]], [1] * usable)
+            if usable:
+                # fills the contexts; warms the kernels up
+                self.forward(list(range(usable)), [TokenSeq(t[:context]) for t in tokens[:usable]], [1] * usable)
             for count, width in shapes:
                 if count > usable:
                     continue
@@ -140,10 +142,18 @@ class ModelRunner:
                     start = clock.now()
                     self.forward(batch, seqs, [width] * count)  # feeds exactly the last `width` of each row
                     timings.append(clock.now() - start)
-                observed.seed(count, count * width, min(timings))
+                measured.append((count, count * width, min(timings)))
         finally:
             self.keep_rows([])
             self.cost, self.forwards, self.forward_seconds = observed, forwards, seconds
+        self.seed(measured)
+        return measured
+
+    def seed(self, timings: list[Timing]) -> None:
+        """Price forwards not yet seen live from a calibration's timings (this runner's, or those of a runner
+        over the same model on this machine)."""
+        for rows, tokens, seconds in timings:
+            self.cost.seed(rows, tokens, seconds)
 
     def reserve(self, rows: list[int], needs: list[int]) -> list[bool]:
         """Which of `rows` the coming forwards may feed, row `rows[i]` up to `needs[i]` tokens long

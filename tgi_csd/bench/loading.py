@@ -7,7 +7,7 @@ from transformers import PreTrainedModel
 from tgi_csd import models
 from tgi_csd.builder import DrafterAssets, build_session
 from tgi_csd.config import CascadeConfig
-from tgi_csd.engine import Engine
+from tgi_csd.engine import Calibration, Engine
 from tgi_csd.prompts import Prompt, encode_prompt
 from tgi_csd.runner import ModelRunner
 from tgi_csd.small_rows import resolve
@@ -30,6 +30,7 @@ class BenchModels:
         self.assets = DrafterAssets.load(config.drafters, self.target, self.tokenizer, config.target.dtype,
                                          self.vocab, config.target.device)
         self.engine_cpu_kernel = resolve(config.cpu_kernel, self.target.device, self.target.dtype) is not None
+        self._calibrations: dict[tuple[str, ...], Calibration] = {}
 
     @property
     def eos_token_id(self) -> int | None:
@@ -41,6 +42,13 @@ class BenchModels:
 
     def engine(self, cascade: CascadeConfig) -> Engine:
         """A fresh engine (zeroed stats, empty caches, new controllers when `cascade.adaptive`) for
-        `cascade`, a config over (a subset of) this config's drafters."""
+        `cascade`, a config over (a subset of) this config's drafters. An adaptive engine's calibration is timed
+        once per set of models (target kernel setting, model drafters) and reused by the later engines over
+        the same set, as a server calibrates once when it starts."""
         target = ModelRunner(self.target, "target", cascade.cpu_kernel)
-        return Engine(target, build_session(cascade, self.assets, self.vocab, target_cost=target.cost), self.tokenizer)
+        session = build_session(cascade, self.assets, self.vocab, target_cost=target.cost)
+        key = (cascade.cpu_kernel, *(spec.model_dump_json() for spec in cascade.model_drafters))
+        engine = Engine(target, session, self.tokenizer, calibration=self._calibrations.get(key))
+        if engine.calibration is not None:
+            self._calibrations[key] = engine.calibration
+        return engine
