@@ -248,6 +248,41 @@ def test_a_seeded_controller_starts_off_and_decides_from_its_first_step():
         assert bool(ctl.choose(rows)[0]) is speculates, rows
 
 
+def test_a_model_drafters_catch_up_is_spread_over_the_hold_and_keeps_it_off_where_it_does_not_pay():
+    cost = ShapeCost()
+    for n in (1, 2, 3, 4, 5):
+        cost.seed(1, n, 0.10 + 0.01 * n)  # the target: 100 ms + 10 ms a token
+    forward = ShapeCost()
+    for n in (1, 64):
+        forward.seed(1, n, 0.01 + 0.001 * n)  # the drafter's forward: 10 ms + 1 ms a token
+
+    def controller():
+        ctl = KController(["d0"], [4], cost, AdaptiveSettings(hold_steps=4), drafter_forwards={"d0": forward})
+        ctl.seed_drafter("d0", forward)
+        ctl.acceptance = _exact(["d0"], 0.8, 4)
+        return ctl
+
+    synced = controller()
+    assert synced.choose(1, backlog={"d0": [1]}) == [4]  # one token behind: drafting pays
+    behind = controller()
+    assert behind.choose(1, backlog={"d0": [2000]}) == [0]  # 2 s of catch-up: not within 4 steps' gain
+    assert behind.catch_up_seconds([4]) == pytest.approx(forward.predict(1, 2000))
+    assert behind.catch_up_seconds([0]) == 0.0
+    tokens = behind.expected_tokens([4])
+    assert behind.predicted_rate([4], 1) == pytest.approx(
+        tokens / (behind.step_seconds([4], 1) + forward.predict(1, 2000) / 4))
+    drained = [RowPace(3, 1.0)]  # a draining batch pays the catch-up over the steps it has left
+    steps = 3 / tokens
+    assert behind.predicted_rate([4], 1, pace=drained) == pytest.approx(
+        3 / (steps * behind.step_seconds([4], 1) + forward.predict(1, 2000)))
+    # a call that caught up is no timing of a drafted position; a steady one is
+    behind.observe_call("d0", 1, 4, 9.0)
+    assert behind.drafter_costs["d0"].counts == {1: 0}
+    behind.choose(1, backlog={"d0": [1]})
+    behind.observe_call("d0", 1, 4, 0.08)
+    assert behind.drafter_costs["d0"].predict(1) == pytest.approx(0.02)
+
+
 class WrongDrafter(StatelessDrafter):
     """Always proposes a token the tiny target never picks next (so nothing is accepted); each call costs
     `seconds_per_token` of fake time per token asked (a model drafter's forwards)."""
@@ -447,7 +482,7 @@ def test_drafter_cache_is_consistent_when_speculation_resumes(target):
     schedule = iter([[3, 0]] * 3 + [[0, 0]] * 6 + [[3, 0]] * 100)
 
     class Scripted:
-        def choose(self, rows, pace=None):
+        def choose(self, rows, pace=None, backlog=None):
             return next(schedule)
 
         def observe_call(self, *args):

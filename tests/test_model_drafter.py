@@ -45,6 +45,20 @@ def test_min_confidence_ends_each_draft_before_its_first_unsure_token():
     assert gated == [d[:e] for d, e in zip(full, expected)]
 
 
+def test_backlog_counts_the_tokens_a_drafters_cache_still_lacks():
+    drafter = ModelDrafter("d", ModelRunner(tiny_llama(vocab=64), "d"))
+    drafter.add_rows([RowInfo(p, SamplingParams()) for p in PROMPTS[:2]])
+    rows, seqs = [0, 1], [TokenSeq(p) for p in PROMPTS[:2]]
+    assert drafter.backlog(rows, seqs) == [len(p) for p in PROMPTS[:2]]  # nothing fed yet
+    drafter.propose(rows, seqs, [2, 2])
+    histories = [[*p, 1] for p in PROMPTS[:2]]  # the target took a token neither draft began with
+    drafter.commit(histories)
+    assert drafter.backlog(rows, [TokenSeq(h) for h in histories]) == [1, 1]
+    later = [[*h, 2, 3, 4] for h in histories]  # steps the drafter sat out
+    drafter.commit(later)
+    assert drafter.backlog(rows, [TokenSeq(h) for h in later]) == [4, 4]
+
+
 def test_min_confidence_is_for_greedy_drafting_only():
     with pytest.raises(ValueError, match="greedy"):
         ModelDrafter("d", ModelRunner(tiny_llama(), "d"), sample=True, min_confidence=0.5)

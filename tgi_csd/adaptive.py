@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tgi_csd.config import AdaptiveSettings
@@ -226,20 +227,27 @@ class KController:
     slowest row finishes (one row at the pool's pace: the same as without).
 
     Costs: the reviewer's by the verify's shape (`rows` rows, `rows * (width + 1)` tokens), each drafter's per
-    drafted position by rows. Acceptance is per drafter and position, counting a position the planned drafter
-    left empty as a rejection, so a drafter that drafts for few rows is priced by the rows it serves. With
-    seeded costs (an engine's calibration) the controller starts with speculation off and decides from its
-    first step; else it drafts one token from the first drafter for `warmup_steps` steps.
+    drafted position by rows, and a model drafter's catch-up: the tokens its KV cache lacks after steps it was not
+    called (`choose`'s `backlog`), priced by its forward over that shape. The catch-up is paid once, so an
+    allocation's rate spreads it over `hold_steps` (a draining batch's: over the steps it has left), and a probe
+    counts it whole; a call that caught up is not a timing of a drafted position. Acceptance is per drafter and
+    position, counting a position the planned drafter left empty as a rejection, so a drafter that drafts for few
+    rows is priced by the rows it serves. With seeded costs (an engine's calibration) the controller starts with
+    speculation off and decides from its first step; else it drafts one token from the first drafter for
+    `warmup_steps` steps.
     """
 
     def __init__(self, names: list[str], bounds: list[int], reviewer_cost: ShapeCost, settings: AdaptiveSettings,
-                 verify_width: int | None = None) -> None:
+                 verify_width: int | None = None, drafter_forwards: dict[str, ShapeCost] | None = None) -> None:
         self.names = names
         self.bounds = bounds
         self.reviewer_cost = reviewer_cost
         self.settings = settings
         self.verify_width = verify_width
         self.drafter_costs = {name: SizeCost() for name in names}  # seconds per drafted position, by rows
+        self.drafter_forwards = drafter_forwards or {}  # a model drafter's forward cost by shape (its catch-up)
+        self.backlog: dict[str, list[int]] = {}  # per drafter, the tokens each row's cache lacks this step
+        self._memo: dict[tuple, float | None] | None = None  # costs predicted during a `choose` (`_once`)
         self.acceptance = PositionAcceptance(settings.window_steps)
         self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
         # Unseeded, start cheap: one draft token from the first drafter. Warming up at the bounds costs a
@@ -268,33 +276,60 @@ class KController:
         depth = sum(self.bounds)
         return {name: self.acceptance.rates(name, depth) for name in self.names}
 
+    def _once(self, key: tuple, compute: Callable[[], float | None]) -> float | None:
+        """`compute()`, remembered under `key` while a `choose` prices its candidates (the costs cannot change
+        meanwhile), so each cost is predicted once a step rather than once per candidate."""
+        if self._memo is None:
+            return compute()
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def step_seconds(self, sizes: list[int], rows: int) -> float | None:
         """Predicted seconds of one review of `rows` rows drafted as `sizes`, None while a needed cost
         is unmeasured."""
         drafted = sum(sizes)
         width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
-        seconds = self.reviewer_cost.predict(rows, rows * (width + 1))
+        seconds = self._once(("verify", rows, width), lambda: self.reviewer_cost.predict(rows, rows * (width + 1)))
         for name, k in zip(self.names, sizes):
             if k and seconds is not None:
-                cost = self.drafter_costs[name].predict(rows)
+                cost = self._once(("position", name, rows), lambda name=name: self.drafter_costs[name].predict(rows))
                 seconds = None if cost is None else seconds + k * cost
         return seconds
+
+    def catch_up_seconds(self, sizes: list[int]) -> float:
+        """Predicted seconds the drafters of `sizes` spend feeding their caches what they lack this step (`backlog`,
+        one forward over the lagging rows, as wide as the longest lag)."""
+        return sum(self._once(("catch-up", name), lambda name=name: self._catch_up(name)) or 0.0
+                   for name, k in zip(self.names, sizes) if k)
+
+    def _catch_up(self, name: str) -> float:
+        lags = [lag for lag in self.backlog.get(name, ()) if lag > 0]
+        forward = self.drafter_forwards.get(name)
+        if not lags or forward is None:
+            return 0.0
+        return forward.predict(len(lags), len(lags) * max(lags)) or 0.0
 
     def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None,
                        pace: list[RowPace] | None = None) -> float | None:
         """Predicted tokens per second for `rows` rows, None while a needed cost is unmeasured; for a draining
-        batch (`pace`), its remaining tokens over the time until its slowest row is done."""
+        batch (`pace`), its remaining tokens over the time until its slowest row is done. A catch-up is spread
+        over `hold_steps`, or over the draining batch's steps."""
         seconds = self.step_seconds(sizes, rows)
         if seconds is None or seconds <= 0:
             return None
         tokens = self.expected_tokens(sizes, rates)
+        catch_up = self.catch_up_seconds(sizes)
         if not pace:
-            return rows * tokens / seconds
+            return rows * tokens / (seconds + catch_up / self.settings.hold_steps)
         steps = max(row.remaining / (1 + row.factor * (tokens - 1)) for row in pace)
-        return sum(row.remaining for row in pace) / (steps * seconds)
+        return sum(row.remaining for row in pace) / (steps * seconds + catch_up)
 
-    def choose(self, rows: int, pace: list[RowPace] | None = None) -> list[int]:
-        """The allocation for this review of `rows` rows (`pace`: the draining batch's rows, see the class)."""
+    def choose(self, rows: int, pace: list[RowPace] | None = None,
+               backlog: dict[str, list[int]] | None = None) -> list[int]:
+        """The allocation for this review of `rows` rows (`pace`: the draining batch's rows; `backlog`: per
+        drafter, the tokens each row's cache lacks; see the class)."""
+        self.backlog = backlog or {}
         if self.steps == 0 and self.reviewer_cost.seeded:
             # priced from the start: begin with the safe choice, and probe only once probing fits the budget
             self.current, self.last_probe = [0] * len(self.bounds), 0
@@ -309,7 +344,11 @@ class KController:
         if self.steps <= self.settings.warmup_steps and not self.reviewer_cost.seeded:
             return self.current
         acceptance = self._rates()
-        rates = {tuple(c): self.predicted_rate(c, rows, acceptance, pace) for c in self.candidates}
+        self._memo = {}
+        try:
+            rates = {tuple(c): self.predicted_rate(c, rows, acceptance, pace) for c in self.candidates}
+        finally:
+            self._memo = None
         unmeasured = [list(c) for c, rate in rates.items() if rate is None]
         known = {c: rate for c, rate in rates.items() if rate is not None}
         probe = self._probe(unmeasured, known, rows)
@@ -352,7 +391,7 @@ class KController:
         if self.last_probe is not None and current_rate:
             # the probe's time beyond what its expected tokens would take at the current rate
             extra = self.step_seconds(probe, rows) * (1 - known[tuple(probe)] / current_rate)
-            if extra > self.settings.probe_budget * self.seconds_since_probe:
+            if extra + self.catch_up_seconds(probe) > self.settings.probe_budget * self.seconds_since_probe:
                 return None
         return probe
 
@@ -366,8 +405,10 @@ class KController:
         self.acceptance.observe(origins, accepted, empty)
 
     def observe_call(self, name: str, rows: int, positions: int, seconds: float) -> None:
-        """A call of drafter `name` for `rows` rows, at most `positions` tokens each, took `seconds`."""
-        if rows and positions:
+        """A call of drafter `name` for `rows` rows, at most `positions` tokens each, took `seconds` (ignored when
+        it caught up more than a step's tokens: its forward's shape prices that)."""
+        caught_up = max(self.backlog.get(name, ()), default=0) > sum(self.bounds) + 1
+        if rows and positions and not caught_up:
             self.drafter_costs[name].observe(rows, seconds / positions)
 
     def seed_drafter(self, name: str, forward: ShapeCost | None) -> None:

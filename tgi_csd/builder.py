@@ -207,4 +207,5 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
 
 def _steer(row: HorizontalCascade, cost: ShapeCost, adaptive: AdaptiveSettings, verify_width: int | None) -> None:
     names = [d.name for d, _ in row.segments]
-    row.steer(KController(names, [k for _, k in row.segments], cost, adaptive, verify_width))
+    forwards = {d.name: d.runner.cost for d, _ in row.segments if isinstance(d, ModelDrafter)}
+    row.steer(KController(names, [k for _, k in row.segments], cost, adaptive, verify_width, forwards))

@@ -14,7 +14,7 @@ from tgi_csd.drafters.base import Drafter
 from tgi_csd.drafters.cascade import Draft, HorizontalCascade
 from tgi_csd.drafting import DraftingSession
 from tgi_csd.errors import RequestError
-from tgi_csd.runner import ModelRunner, Timing, calibration_shapes
+from tgi_csd.runner import ModelRunner, Timing, calibration_shapes, catch_up_shapes
 from tgi_csd.sampling import SamplingParams, UniformStream
 from tgi_csd.stats import EngineStats
 from tgi_csd.tokens import TokenSeq
@@ -22,7 +22,7 @@ from tgi_csd.verification import Verdict, verify_greedy, verify_sampled
 
 _ids = itertools.count()
 #: a drafter's calibration times forwards of up to this many tokens (as many rows drafting one position each, or
-#: a batch verifying its own drafter's draft)
+#: a batch verifying its own drafter's draft), and its catch-ups (`runner.catch_up_shapes`)
 DRAFTER_CALIBRATION_TOKENS = 64
 #: a calibration's timed forwards, by runner name (`Engine.calibrate`)
 Calibration = dict[str, list[Timing]]
@@ -111,7 +111,8 @@ class Engine:
                 runner.seed(reuse[runner.name])
                 calibration[runner.name] = reuse[runner.name]
             else:
-                shapes = None if runner is self.target else calibration_shapes(DRAFTER_CALIBRATION_TOKENS)
+                shapes = (None if runner is self.target
+                          else calibration_shapes(DRAFTER_CALIBRATION_TOKENS) + catch_up_shapes())
                 calibration[runner.name] = runner.calibrate(shapes)
         forward_costs = {drafter.name: drafter.runner.cost for drafter in self.session.model_drafters}
         for controller in self.session.controllers:

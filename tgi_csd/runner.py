@@ -25,6 +25,8 @@ CALIBRATION_ROWS = (1, 2, 4, 8, 16)
 Timing = tuple[int, int, float]
 #: tokens a row a calibration times in a batch of several rows (a verify of 0, 1, 2, 4, 8 and 16 draft tokens)
 BATCH_WIDTHS = (1, 2, 3, 5, 9, 17)
+#: tokens a row a model drafter's calibration times it catching up (adaptive control prices a catch-up by them)
+CATCH_UP_WIDTHS = (128, 256)
 
 
 def calibration_shapes(max_tokens: int = 128) -> list[tuple[int, int]]:
@@ -35,6 +37,12 @@ def calibration_shapes(max_tokens: int = 128) -> list[tuple[int, int]]:
         widths = {*BATCH_WIDTHS, MAX_ROWS // rows, MAX_ROWS // rows + 1}
         shapes += [(rows, width) for width in sorted(widths)]
     return [(rows, width) for rows, width in shapes if rows * width <= max_tokens]
+
+
+def catch_up_shapes() -> list[tuple[int, int]]:
+    """The (rows, tokens a row) a model drafter's calibration also times: its cache catching up `CATCH_UP_WIDTHS`
+    tokens a row (a prompt, or the steps it sat out) at each row count of `CALIBRATION_ROWS`."""
+    return [(rows, width) for rows in CALIBRATION_ROWS for width in CATCH_UP_WIDTHS]
 
 
 class ModelRunner:

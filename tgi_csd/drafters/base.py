@@ -53,6 +53,11 @@ class Drafter(ABC):
         Exactness does not depend on it: the reviewer verifies every draft."""
         return False
 
+    def backlog(self, rows: list[int], seqs: list[TokenSeq]) -> list[int]:
+        """Tokens of `seqs[i]` this drafter must still feed for row `rows[i]` before it drafts (a model's KV
+        catch-up after steps it was not called); 0 for a drafter that reads the sequence as it is."""
+        return [0] * len(rows)
+
     @abstractmethod
     def add_rows(self, infos: list[RowInfo]) -> None:
         """Rows appended at the end of the batch."""

@@ -61,6 +61,10 @@ class ModelDrafter(Drafter):
     def commit(self, histories: list[list[int]]) -> None:
         self.runner.commit(histories)
 
+    def backlog(self, rows: list[int], seqs: list[TokenSeq]) -> list[int]:
+        runner = self.runner
+        return [len(seq) - min(runner.synced[row], runner.cache.lengths[row]) for row, seq in zip(rows, seqs)]
+
     def _samples(self, row: int) -> bool:
         return self.sample and not self.params[row].greedy
 
