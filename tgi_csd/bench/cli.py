@@ -43,7 +43,7 @@ def bench_command(
     out: Annotated[Path, typer.Option(help="folder for results.json, results.md and PNG plots")] = Path("bench-out"),
 ) -> None:
     """Benchmark tokens/s against plain decoding, transformers' assisted generation and prompt lookup,
-    TGI's n-gram rule and single-draft speculation, on the same prompts, interleaved over repeats."""
+    TGI's n-gram rule and single-draft speculation, on the same prompts, interleaved batch by batch."""
     from tgi_csd.cli_errors import fail
 
     try:
