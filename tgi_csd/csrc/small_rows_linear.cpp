@@ -4,7 +4,10 @@
 // measured, costs about twice a one-token (matrix-vector) forward, although both are bound by
 // reading the weights. This kernel reads each weight row once from memory for all rows of x:
 // 3 weight rows x 4 input rows share 12 AVX accumulators, and the next weight rows are prefetched
-// while these are used, so up to about 8 rows cost about what one row does.
+// into L2 while these are used, so up to about 8 rows cost about what one row does. Into L2, not L1:
+// an L1 prefetch holds one of the core's few L1 miss slots until its line lands, which capped the
+// weight stream (here a 16-token forward of the default model took 100 ms with L1 prefetches, 84 ms
+// with L2 ones; 8 tokens 77 and 53 ms: scripts/kernel_bench.py).
 //
 // Invariants: x is [M, K], w is [N, K], both contiguous float32, K % 8 == 0 (the caller checks and
 // falls back to torch otherwise). Each output is a sum of the same products as x @ w.T, in another
@@ -32,7 +35,7 @@ inline void tile(const float* x, const float* w, float* y, int64_t K, int64_t N,
   for (int64_t k = 0; k < K; k += 8) {
     __m256 wv[NB];
     for (int j = 0; j < NB; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + (n + j + NB) * K + k), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + (n + j + NB) * K + k), _MM_HINT_T1);
       wv[j] = _mm256_loadu_ps(w + (n + j) * K + k);
     }
     for (int i = 0; i < MB; ++i) {
