@@ -202,6 +202,28 @@ def test_probes_measure_the_alternative_without_switching():
     assert ctl.current == [0]
 
 
+def test_while_off_the_controller_prices_only_every_hold_steps():
+    """Off, with no probe due and the batch's size unchanged, a step keeps off without pricing any allocation;
+    every `hold_steps` steps it prices them all, and takes up speculation once it pays."""
+    ctl = controller(slope=1.0, rate=0.3, settings=AdaptiveSettings(warmup_steps=0, hold_steps=4, probe_every=1000))
+    priced = []
+    price = ctl.predicted_rate
+
+    def spy(*args, **kwargs):
+        priced.append(ctl.steps)
+        return price(*args, **kwargs)
+
+    ctl.predicted_rate = spy
+    assert [ctl.choose(rows=16) for _ in range(10)] == [[0]] * 10  # steps 2-11
+    assert sorted(set(priced)) == [2, 6, 10], "a new batch size prices at once, then every 4th step"
+    flat = ShapeCost()
+    for n in (4, 16, 64):
+        flat.observe(1, n, 1.0)  # verifying is now free: drafts pay
+    ctl.reviewer_cost = flat
+    assert [ctl.choose(rows=16) != [0] for _ in range(3)] == [False, False, True], "taken up at the next pricing"
+    assert ctl.choose(rows=16) != [0] and priced[-1] == ctl.steps, "speculating: priced every step"
+
+
 def test_a_new_batch_size_is_decided_at_once_despite_the_hold():
     ctl = controller(slope=0.1, rate=0.8, settings=AdaptiveSettings(warmup_steps=0, hold_steps=8, probe_every=1000))
     assert ctl.choose(rows=256) == [0], "verifying 256 x (k + 1) tokens does not pay"

@@ -218,7 +218,10 @@ class KController:
     beats the current choice's by `margin`, and only after `hold_steps` unless it turns speculation
     off (the safe choice) or the batch moved to another power-of-two size (the best allocation
     depends on it); probes never change it, and a probe's predicted extra time stays within
-    `probe_budget` of the time since the previous probe.
+    `probe_budget` of the time since the previous probe. While speculation is off the controller
+    re-prices the allocations only every `hold_steps` steps, when a probe is due or when the batch
+    moved to another power-of-two size: off is the safe choice, and a step that prices nothing costs
+    next to nothing (pricing every allocation is most of what a step of an idle controller costs).
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
 
@@ -259,6 +262,7 @@ class KController:
         self.held = settings.hold_steps  # the start is no choice: the first decision need not wait
         self.batch_bucket = 0  # bit length of the row count at the previous step
         self.last_probe: int | None = None  # step of the previous probe
+        self.priced_at: int | None = None  # step of the previous `choose` that priced every allocation
         self.seconds_since_probe = 0.0  # predicted seconds of the steps since then
 
     def expected_tokens(self, sizes: list[int], rates: dict[str, list[float]] | None = None) -> float:
@@ -337,12 +341,17 @@ class KController:
         self.held += 1
         if rows.bit_length() != self.batch_bucket:
             self.batch_bucket, self.held = rows.bit_length(), max(self.held, self.settings.hold_steps)
+            self.priced_at = None
         self.chosen = self._choose(rows, pace)
         return self.chosen
 
     def _choose(self, rows: int, pace: list[RowPace] | None) -> list[int]:
         if self.steps <= self.settings.warmup_steps and not self.reviewer_cost.seeded:
             return self.current
+        if self._resting():
+            self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
+            return self.current
+        self.priced_at = self.steps
         acceptance = self._rates()
         self._memo = {}
         try:
@@ -358,6 +367,12 @@ class KController:
         self._decide(known)
         self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
         return self.current
+
+    def _resting(self) -> bool:
+        """Speculation is off, priced fewer than `hold_steps` steps ago, and no probe is due: keep it off unpriced."""
+        probe_due = self.last_probe is None or self.steps - self.last_probe >= self.settings.probe_every
+        return (not any(self.current) and not probe_due and self.priced_at is not None
+                and self.steps - self.priced_at < self.settings.hold_steps)
 
     def _decide(self, known: dict[tuple[int, ...], float]) -> None:
         if not known:
