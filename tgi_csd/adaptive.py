@@ -218,10 +218,9 @@ class KController:
     beats the current choice's by `margin`, and only after `hold_steps` unless it turns speculation
     off (the safe choice) or the batch moved to another power-of-two size (the best allocation
     depends on it); probes never change it, and a probe's predicted extra time stays within
-    `probe_budget` of the time since the previous probe. While speculation is off the controller
-    re-prices the allocations only every `hold_steps` steps, when a probe is due or when the batch
-    moved to another power-of-two size: off is the safe choice, and a step that prices nothing costs
-    next to nothing (pricing every allocation is most of what a step of an idle controller costs).
+    `probe_budget` of the time since the previous probe. While speculation is off it re-prices the
+    allocations only every `hold_steps` steps, when a probe is due or when the batch moved to another
+    power-of-two size (off is the safe choice; pricing every allocation was most of an idle controller's cost).
     `verify_width`, when set, is the fixed draft width the reviewer always verifies (TGI pads
     every draft to `--speculate`), so only speculation on/off changes the reviewer's cost.
 
