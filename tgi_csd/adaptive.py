@@ -347,9 +347,16 @@ class KController:
     def _choose(self, rows: int, pace: list[RowPace] | None) -> list[int]:
         if self.steps <= self.settings.warmup_steps and not self.reviewer_cost.seeded:
             return self.current
-        if self._resting():
-            self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
-            return self.current
+        if not self._resting():
+            probe = self._price(rows, pace)
+            if probe is not None:
+                self.last_probe, self.seconds_since_probe = self.steps, 0.0
+                return probe
+        self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
+        return self.current
+
+    def _price(self, rows: int, pace: list[RowPace] | None) -> list[int] | None:
+        """Price every allocation and decide on them; returns the allocation to probe this step, if any."""
         self.priced_at = self.steps
         acceptance = self._rates()
         self._memo = {}
@@ -360,12 +367,9 @@ class KController:
         unmeasured = [list(c) for c, rate in rates.items() if rate is None]
         known = {c: rate for c, rate in rates.items() if rate is not None}
         probe = self._probe(unmeasured, known, rows)
-        if probe is not None:
-            self.last_probe, self.seconds_since_probe = self.steps, 0.0
-            return probe
-        self._decide(known)
-        self.seconds_since_probe += self.step_seconds(self.current, rows) or 0.0
-        return self.current
+        if probe is None:
+            self._decide(known)
+        return probe
 
     def _resting(self) -> bool:
         """Speculation is off, priced fewer than `hold_steps` steps ago, and no probe is due: keep it off unpriced."""
