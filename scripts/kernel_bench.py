@@ -49,6 +49,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     model = models.load_model(models.resolve_model(args.model))
     mode = SmallRowsLinear(min_rows=1)  # every size through the kernel, 1 included, to compare
+    mode.install(model)
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     table = Table(title=f"{args.model}: forward over N new tokens, {args.context} cached, "

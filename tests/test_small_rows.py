@@ -12,7 +12,9 @@ from tgi_csd import small_rows
 from tgi_csd.engine import Request
 from tgi_csd.errors import ConfigError
 from tgi_csd.reference import Agreement, compare, reference_generate
+from tgi_csd.runner import ModelRunner
 from tgi_csd.small_rows import SmallRowsLinear, resolve
+from tgi_csd.tokens import TokenSeq
 
 if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
     pytest.skip("the kernel needs a CPU with AVX2/FMA", allow_module_level=True)
@@ -65,24 +67,34 @@ def test_threads_split_weights_not_sums(kernel):
     assert torch.equal(one, two)
 
 
-def test_mode_routes_only_small_float32_inference_linears(monkeypatch):
+def test_mode_routes_only_small_float32_inference_linears_of_installed_models(monkeypatch):
     mode = SmallRowsLinear()
     calls = []
     kernel = mode.kernel
     monkeypatch.setattr(mode, "kernel", lambda x, w, b: calls.append(tuple(x.shape)) or kernel(x, w, b))
-    w16, w12 = torch.randn(24, 16), torch.randn(24, 12)
+    model = torch.nn.ModuleDict({"wide": torch.nn.Linear(16, 24), "odd": torch.nn.Linear(12, 24),
+                                 "float64": torch.nn.Linear(16, 24).double()}).requires_grad_(False)
+    graded = torch.nn.Linear(16, 24)
+    outside = torch.nn.Linear(16, 24).requires_grad_(False)  # never installed
+    mode.install(model)
+    mode.install(graded)
+    wide = model["wide"]
+    assert isinstance(wide, torch.nn.Linear)
+    wide(torch.randn(2, 16))  # no mode active: torch
     with mode:
-        shapes = [tuple(F.linear(x, w16).shape)
-                  for x in (torch.randn(2, 16), torch.randn(1, 5, 16), torch.randn(4, 8, 16))]
-        F.linear(torch.randn(1, 16), w16)  # one row
-        F.linear(torch.randn(33, 16), w16)  # past max_rows
-        F.linear(torch.randn(3, 12), w12)  # width not a multiple of 8
-        F.linear(torch.randn(3, 16).double(), w16.double())
-        graded = F.linear(torch.randn(3, 16, requires_grad=True), w16)
-        torch.nn.Linear(16, 24).requires_grad_(False)(torch.randn(3, 16))  # modules reach it through F.linear
+        shapes = [tuple(wide(x).shape) for x in (torch.randn(2, 16), torch.randn(1, 5, 16), torch.randn(4, 8, 16))]
+        wide(torch.randn(1, 16))  # one row
+        wide(torch.randn(33, 16))  # past max_rows
+        model["odd"](torch.randn(3, 12))  # width not a multiple of 8
+        model["float64"](torch.randn(3, 16).double())
+        outside(torch.randn(3, 16))
+        assert graded(torch.randn(3, 16)).requires_grad  # autograd keeps torch's path
+        graded.requires_grad_(False)
+        expected = F.linear(x := torch.randn(3, 16), graded.weight, graded.bias)
+        got = graded(x)
     assert calls == [(2, 16), (5, 16), (32, 16), (3, 16)]
     assert shapes == [(2, 24), (1, 5, 24), (4, 8, 24)]
-    assert graded.requires_grad  # autograd kept torch's path
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["mag", "csd"])
@@ -91,7 +103,9 @@ def test_engine_with_the_kernel_equals_target_alone(target, layout, one_thread):
     accepted difference."""
     engine = build_engine(target, layout)
     for runner in [engine.target, *(d.runner for d in engine.drafters if hasattr(d, "runner"))]:
-        runner.linear_mode = resolve("on", runner.model.device, runner.model.dtype)
+        runner.linear_mode = resolve("on", runner.model.device, runner.model.dtype,
+                                     min_rows=2 if runner is engine.target else 1)
+        runner.linear_mode.install(runner.model)
     prompts = [[5, 9, 3, 5, 9, 3, 5, 9], [1, 2, 3, 4, 5, 6, 7], [7, 7, 8, 7, 7, 8, 7]]
     near_ties = 0
     for prompt in prompts:
@@ -102,6 +116,30 @@ def test_engine_with_the_kernel_equals_target_alone(target, layout, one_thread):
         near_ties += agreement is Agreement.NEAR_TIE
     assert near_ties <= 1
     assert engine.report()["tokens_per_target_forward"] > 1.0
+
+
+def test_one_token_forwards_take_the_kernel_in_drafters_only(target, monkeypatch):
+    """The target's one-token forwards are torch's, bit for bit (a step without a draft is the target alone's);
+    a drafter's go through the kernel."""
+    prompt = TokenSeq([5, 9, 3])
+
+    def one_token_forwards(runner: ModelRunner) -> torch.Tensor:
+        runner.add_rows(1)
+        return torch.cat([runner.forward([0], [prompt.prefix(n)], [1]) for n in (1, 2, 3)])
+
+    expected = one_token_forwards(ModelRunner(target, "plain", "off"))
+    for drafts_only in (False, True):
+        runner = ModelRunner(target, "runner", "on", drafts_only=drafts_only)
+        calls = []
+        monkeypatch.setattr(runner.linear_mode, "kernel",
+                            lambda x, w, b, kernel=runner.linear_mode.kernel, calls=calls: calls.append(x.shape)
+                            or kernel(x, w, b))
+        got = one_token_forwards(runner)
+        assert bool(calls) == drafts_only
+        if not drafts_only:
+            assert torch.equal(got, expected)
+        else:
+            assert torch.allclose(got, expected, atol=1e-4)  # float32 rounding only
 
 
 def test_setting_off_auto_on():

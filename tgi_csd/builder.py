@@ -190,7 +190,7 @@ def build_session(config: CascadeConfig, assets: DrafterAssets, vocab_size: int,
     levels: list[Level] = []
     for spec in config.drafters:
         if isinstance(spec, ModelDrafterSpec):
-            runner = ModelRunner(assets.models[spec.name], spec.name, config.cpu_kernel)
+            runner = ModelRunner(assets.models[spec.name], spec.name, config.cpu_kernel, drafts_only=True)
             levels.append(ModelLevel(spec.name, runner, spec.leniency, spec.sample, spec.min_confidence,
                                      spec.prefill_chunk))
         elif isinstance(spec, MaGSpec):

@@ -54,13 +54,18 @@ class ModelRunner:
     KV budget dropping the row); like a rollback, the next forward then re-feeds what is missing.
 
     `cpu_kernel` (`auto`/`on`/`off`): whether forwards of 2-32 tokens use `tgi_csd.small_rows`'s
-    linear (float32 CPU models only); one-token forwards never do.
+    linear (float32 CPU models only). One-token forwards do only with `drafts_only`: a drafter's
+    tokens are proposals the target verifies, so its rounding never reaches an output; the target's
+    one-token forwards keep torch's, so a step without a draft computes what the target alone does.
     """
 
-    def __init__(self, model: PreTrainedModel, name: str, cpu_kernel: KernelSetting = "off") -> None:
+    def __init__(self, model: PreTrainedModel, name: str, cpu_kernel: KernelSetting = "off", *,
+                 drafts_only: bool = False) -> None:
         self.model = model.eval()
         self.name = name
-        self.linear_mode = resolve(cpu_kernel, model.device, model.dtype)
+        self.linear_mode = resolve(cpu_kernel, model.device, model.dtype, min_rows=1 if drafts_only else 2)
+        if self.linear_mode:
+            self.linear_mode.install(model)
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache = RaggedKVCache(
@@ -190,10 +195,8 @@ class ModelRunner:
                                  device=self.cache.device)
         position_ids, mask = self.cache.prepare(rows, [len(t) for t in new_tokens], width)
         keep = max(num_logits)
-        # A one-token forward has no linear call the kernel takes: skip the mode's per-op dispatch.
-        small_rows = self.linear_mode if self.linear_mode and len(rows) * width >= self.linear_mode.min_rows else None
         start = clock.now()
-        with small_rows or contextlib.nullcontext():
+        with self.linear_mode or contextlib.nullcontext():
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask,

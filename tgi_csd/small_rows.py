@@ -5,22 +5,27 @@ verify step must gain two tokens to pay. The kernel reads each weight once for a
 such forwards near the one-token cost. It is built on first use with torch's C++ extension tools
 (g++ and ninja) into the tgi-csd cache, once per machine and torch version.
 
-Scope: only inside `SmallRowsLinear` (a `TorchFunctionMode`), only `F.linear` calls on float32 CPU
-tensors without autograd whose row count lies in `[min_rows, max_rows]`. One-row forwards keep
-torch's own path, so a step with no draft computes exactly what the target alone computes.
+Scope: only the `nn.Linear` layers of models passed to `SmallRowsLinear.install`, only inside `with
+mode:`, only on float32 CPU tensors without autograd whose row count lies in `[min_rows, max_rows]`.
+The target's one-row forwards keep torch's own path (`min_rows` 2), so a step with no draft computes
+exactly what the target alone computes; a drafter's take the kernel too (`min_rows` 1: its tokens are
+only proposals, and the kernel reads its weights faster). The layers ask the active mode themselves: a
+`TorchFunctionMode` would see every torch call of a forward, about 7 ms of Python dispatch a forward of
+the default model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from contextvars import ContextVar, Token
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
 from tgi_csd.config import KernelSetting
 from tgi_csd.errors import ConfigError
@@ -76,8 +81,10 @@ def _ninja_bin_dir() -> str | None:
     return getattr(ninja, "BIN_DIR", None)
 
 
-def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) -> SmallRowsLinear | None:
-    """The mode a model runner on `device`/`dtype` uses under config `cpu_kernel: setting`, or None.
+def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype,
+            min_rows: int = 2) -> SmallRowsLinear | None:
+    """The mode (from `min_rows` rows up) a model runner on `device`/`dtype` uses under config
+    `cpu_kernel: setting`, or None.
 
     `auto`: the kernel for float32 CPU models when it builds (a warning says why when it does not),
     nothing elsewhere; `on`: a `ConfigError` wherever it cannot run; `off`: never.
@@ -88,7 +95,7 @@ def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) ->
     try:
         if not applies:
             raise KernelUnavailable(f"it serves float32 models on the CPU, not {dtype} on {device.type}")
-        return SmallRowsLinear()
+        return SmallRowsLinear(min_rows)
     except KernelUnavailable as why:
         if setting == "on":
             raise ConfigError(f"cpu_kernel: 'on', but the kernel cannot run: {why}; use 'auto' or 'off'") from None
@@ -101,29 +108,38 @@ def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype) ->
 MAX_ROWS = 32
 
 
-class SmallRowsLinear(TorchFunctionMode):
-    """Within this mode, `F.linear` on 2-32 float32 rows (leading dims flattened) runs the kernel.
+class SmallRowsLinear:
+    """Within `with mode:`, the linear layers of installed models run the kernel on 2-32 float32 rows
+    (leading dims flattened).
 
     Invariant: each output element is the same sum of products as torch's, in another order, so
     outputs differ from torch's by float32 rounding only; calls outside the row range, other
-    dtypes, other devices and anything needing gradients go to torch unchanged.
+    dtypes, other devices and anything needing gradients go to torch unchanged, as does every call
+    outside the `with` block.
     """
 
     def __init__(self, min_rows: int = 2, max_rows: int = MAX_ROWS) -> None:
-        super().__init__()
         self.kernel = load_kernel().small_rows_linear
         self.min_rows = min_rows
         self.max_rows = max_rows
+        self._tokens: list[Token] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            out = self._linear(*args, **kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
+    @staticmethod
+    def install(model: nn.Module) -> None:
+        """Make `model`'s plain `nn.Linear` layers `KernelLinear`s (the same layers while no mode is active)."""
+        for module in model.modules():
+            if type(module) is nn.Linear:
+                module.__class__ = KernelLinear
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    def __enter__(self) -> SmallRowsLinear:
+        self._tokens.append(_ACTIVE.set(self))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _ACTIVE.reset(self._tokens.pop())
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        """`x @ weight.T + bias` by the kernel, or None where torch must compute it."""
         if x.dim() == 0 or weight.dim() != 2 or not x.shape[-1] or x.shape[-1] % 8 or x.shape[-1] != weight.shape[1]:
             return None
         rows = x.numel() // x.shape[-1]
@@ -139,3 +155,15 @@ class SmallRowsLinear(TorchFunctionMode):
             return None
         out = self.kernel(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
         return out.view(*x.shape[:-1], weight.shape[0])
+
+
+_ACTIVE: ContextVar[SmallRowsLinear | None] = ContextVar("tgi_csd_small_rows", default=None)
+
+
+class KernelLinear(nn.Linear):
+    """An `nn.Linear` that lets the active `SmallRowsLinear` compute it; with none active, `nn.Linear` exactly."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        mode = _ACTIVE.get()
+        out = None if mode is None else mode.linear(input, self.weight, self.bias)
+        return F.linear(input, self.weight, self.bias) if out is None else out
