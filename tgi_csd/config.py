@@ -181,7 +181,8 @@ class CascadeConfig(_Strict):
         "auto", description="float32 models on the CPU: run the linear layers of 2-32 token forwards (verify "
         "steps) with tgi-csd's AVX2 kernel, built with g++ on first use; 'auto' falls back to torch's linear "
         "(with a warning) where it cannot build, 'on' makes that an error, 'off' never uses it. Results differ "
-        "from torch's by float32 rounding only; one-token forwards are untouched"
+        "from torch's by float32 rounding only; the target's one-token forwards are untouched (a drafter's, "
+        "whose tokens are only proposals, take the kernel too)"
     )
     drafter_kv_budget_mb: float | None = Field(
         None, gt=0, description="cap on the KV cache memory of all model drafters together, in MiB (2^20 bytes), "

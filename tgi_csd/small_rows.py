@@ -10,7 +10,7 @@ mode:`, only on float32 CPU tensors without autograd whose row count lies in `[m
 The target's one-row forwards keep torch's own path (`min_rows` 2), so a step with no draft computes
 exactly what the target alone computes; a drafter's take the kernel too (`min_rows` 1: its tokens are
 only proposals, and the kernel reads its weights faster). The layers ask the active mode themselves: a
-`TorchFunctionMode` would see every torch call of a forward, about 7 ms of Python dispatch a forward of
+`TorchFunctionMode` would see every torch call of a forward, 4-8 ms of Python dispatch a forward of
 the default model.
 """
 
