@@ -94,7 +94,7 @@ lock: $(RUNNER)/.installed
 	$(RUNNER)/bin/python scripts/lock.py $(if $(filter all,$(UPGRADE)),--upgrade,$(addprefix --upgrade-package=,$(UPGRADE)))
 
 # `make bench`: methods side by side on HumanEval (tokens/s, speedup, SWI, exactness) into bench-out/.
-BENCH_CONFIG ?= examples/csd-distilled.yaml
+BENCH_CONFIG ?= examples/csd-mixed-long.yaml
 BENCH_ARGS ?= --limit 20 --max-new-tokens 128 --repeats 3 --batch-sizes 1,4,16
 .PHONY: bench bench-chat
 bench: venv
