@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from helpers import build_engine
 from tgi_csd import small_rows
+from tgi_csd.adapters import ReducedHead
 from tgi_csd.engine import Request
 from tgi_csd.errors import ConfigError
 from tgi_csd.reference import Agreement, compare, reference_generate
@@ -95,6 +96,23 @@ def test_mode_routes_only_small_float32_inference_linears_of_installed_models(mo
     assert calls == [(2, 16), (5, 16), (32, 16), (3, 16)]
     assert shapes == [(2, 24), (1, 5, 24), (4, 8, 24)]
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_reduced_head_takes_the_kernel_inside_a_mode(monkeypatch):
+    """A drafter's reduced head is not an `nn.Linear`; it asks the active mode through `small_rows.linear`."""
+    head = ReducedHead(torch.nn.Linear(16, 40, bias=False), torch.tensor([1, 5, 7]))
+    mode = SmallRowsLinear(min_rows=1)
+    calls = []
+    kernel = mode.kernel
+    monkeypatch.setattr(mode, "kernel", lambda x, w, b: calls.append(tuple(x.shape)) or kernel(x, w, b))
+    hidden = torch.randn(1, 2, 16)
+    with torch.inference_mode():
+        expected = head(hidden)  # no mode active: torch
+        with mode:
+            got = head(hidden)
+    assert calls == [(2, 16)]
+    assert torch.allclose(got[..., [1, 5, 7]], expected[..., [1, 5, 7]], atol=1e-5)
+    assert torch.equal(got.isinf(), expected.isinf()) and int(got.isinf().sum()) == 2 * 37
 
 
 @pytest.mark.parametrize("layout", ["mag", "csd"])

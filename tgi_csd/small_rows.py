@@ -160,10 +160,16 @@ class SmallRowsLinear:
 _ACTIVE: ContextVar[SmallRowsLinear | None] = ContextVar("tgi_csd_small_rows", default=None)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, by the kernel where the active `SmallRowsLinear` (if any) takes it: for layers that are not
+    `nn.Linear` (a drafter's reduced head)."""
+    mode = _ACTIVE.get()
+    out = None if mode is None else mode.linear(x, weight, bias)
+    return F.linear(x, weight, bias) if out is None else out
+
+
 class KernelLinear(nn.Linear):
     """An `nn.Linear` that lets the active `SmallRowsLinear` compute it; with none active, `nn.Linear` exactly."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        mode = _ACTIVE.get()
-        out = None if mode is None else mode.linear(input, self.weight, self.bias)
-        return F.linear(input, self.weight, self.bias) if out is None else out
+        return linear(input, self.weight, self.bias)
