@@ -60,18 +60,43 @@ def test_a_seed_prices_a_size_until_it_is_seen_live():
 
 
 def test_seeds_follow_the_live_timings_of_seeded_sizes():
-    """Live steps run longer contexts (or a busier machine) than the calibration: a size not yet seen live keeps
-    its calibrated ratio to the sizes that were, instead of looking cheap beside them."""
+    """Live steps run on a busier (or idler) machine than the calibration: a size not yet seen live keeps its
+    calibrated ratio to the sizes that were, instead of looking cheap beside them; the drift follows those sizes'
+    live averages, so an odd first timing (the step after a prefill) fades from it."""
     cost = SizeCost(smoothing=0.5)
     for n, seconds in ((4, 1.0), (8, 1.2), (16, 2.0)):
         cost.seed(n, seconds)
     cost.observe(4, 1.5)
     assert cost.drift == pytest.approx(1.5)
     assert cost.predict(8) == pytest.approx(1.8) and cost.predict(16) == pytest.approx(3.0)
-    cost.observe(4, 3.0)  # a seen size's own average does not move the drift
-    assert cost.drift == pytest.approx(1.5)
-    cost.observe(8, 1.2)  # the next seeded size seen live: the drift averages both
-    assert cost.drift == pytest.approx(1.25) and cost.predict(16) == pytest.approx(2.5)
+    cost.observe(4, 0.9)  # the size's average (1.2) moves the drift with it
+    assert cost.drift == pytest.approx(1.2)
+    cost.observe(8, 1.2)  # the next seeded size seen live: weighted by observations, (2 * 1.2 + 1 * 1.0) / 3
+    assert cost.drift == pytest.approx(3.4 / 3) and cost.predict(16) == pytest.approx(2 * 3.4 / 3)
+
+
+def test_attention_prices_a_forward_at_the_context_asked():
+    """A calibration at two contexts says how attention grows with it: a timing at one context prices another,
+    wider shapes growing faster, and a live timing at a long context moves the short-context price only by
+    what is not attention."""
+    per_position = 1e-5  # seconds per token fed per position attended
+    def timed(n, context):
+        return 0.08 + 0.003 * n + per_position * n * context
+    timings = [(4, n, c, timed(n, c)) for n in (4, 8) for c in (68, 324)]
+    cost = ShapeCost()
+    cost.fit_attention(timings)
+    for rows, n, context, seconds in timings:
+        cost.seed(rows, n, seconds, context)
+    assert cost.attention == pytest.approx(per_position) and cost.context == 68
+    for n, context in ((4, 200), (8, 200), (8, 500)):
+        assert cost.predict(4, n, context) == pytest.approx(timed(n, context))
+    assert cost.predict(4, 8, 400) / cost.predict(4, 4, 400) > cost.predict(4, 8, 100) / cost.predict(4, 4, 100)
+    cost.observe(4, 4, timed(4, 400), 400)
+    assert cost.predict(4, 4, 100) == pytest.approx(timed(4, 100))
+    flat = ShapeCost()  # never calibrated at two contexts: the context changes nothing
+    flat.fit_attention([(4, 4, 68, 0.1)])
+    flat.seed(4, 4, 0.1, 68)
+    assert flat.attention == 0 and flat.predict(4, 4, 1000) == flat.predict(4, 4) == pytest.approx(0.1)
 
 
 def test_shape_cost_prices_each_row_bucket_apart_and_borrows_the_nearest():
@@ -326,19 +351,22 @@ class SlowPerToken(torch.nn.Module):
     """The target, plus `fixed` + `per_token` (3 ms) of (fake) time per token fed: verification cost grows with
     the draft length, as on a real model, instead of the tiny model's flat Python overhead."""
 
-    def __init__(self, model, clock: FakeClock, fixed: float = 0.0, per_token: float = 0.003) -> None:
+    def __init__(self, model, clock: FakeClock, fixed: float = 0.0, per_token: float = 0.003,
+                 per_position: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.clock = clock
         self.fixed = fixed
         self.per_token = per_token
+        self.per_position = per_position  # per token fed per position it attends to (the attention window)
         self.config = model.config
         self.dtype = model.dtype
         self.device = model.device
         self.forward = self._forward
 
     def _forward(self, input_ids, **kwargs):
-        self.clock.advance(self.fixed + self.per_token * input_ids.numel())
+        window = kwargs["attention_mask"].shape[-1]
+        self.clock.advance(self.fixed + (self.per_token + self.per_position * window) * input_ids.numel())
         return self.model(input_ids=input_ids, **kwargs)
 
     def get_output_embeddings(self):
@@ -372,6 +400,33 @@ def test_calibration_seeds_the_cost_at_each_shape_and_leaves_no_trace(target):
     for rows, n in ((1, 1), (1, 4), (1, 16), (4, 4), (4, 16)):
         assert runner.cost.predict(rows, n) == pytest.approx(0.01 + 0.003 * n)
     assert runner.forwards == 0 and runner.forward_seconds == 0 and runner.cache.batch_size == 0
+
+
+def test_calibration_prices_the_attention_a_longer_context_adds(target):
+    fake = FakeClock()
+    runner = ModelRunner(target, "target")
+    runner.model = SlowPerToken(target, fake, fixed=0.01, per_position=1e-5)
+    with clock.use(fake):
+        timings = runner.calibrate(shapes=[(1, 1), (1, 8), (4, 1), (4, 2), (4, 4)], context=8, long_context=40)
+    assert {window for _, _, window, _ in timings} == {9, 10, 12, 16, 41, 42, 44, 48}, "each shape at both contexts"
+    assert runner.cost.attention == pytest.approx(1e-5)
+    for rows, n, window in ((1, 1, 300), (4, 8, 300), (4, 16, 500)):
+        assert runner.cost.predict(rows, n, window) == pytest.approx(0.01 + (0.003 + 1e-5 * window) * n)
+
+
+def test_a_verify_that_pays_after_a_short_context_does_not_after_a_long_one():
+    """The same batch and acceptance: speculation on while the rows are short, off once attention over long
+    rows makes the wider verify dear (the context the cascade tells the controller)."""
+    cost = ShapeCost()
+    timings = [(4, 4 * w, c + w, 0.08 + (0.002 + 2e-5 * (c + w)) * 4 * w) for w in (1, 2, 3) for c in (64, 320)]
+    cost.fit_attention(timings)
+    for rows, n, window, seconds in timings:
+        cost.seed(rows, n, seconds, window)
+    ctl = KController(["mag"], [2], cost, SETTINGS)
+    ctl.seed_drafter("mag", None)
+    ctl.acceptance = _exact(["mag"], 0.35, 2)
+    assert ctl.choose(4, context=100) != [0]
+    assert ctl.choose(4, context=3000) == [0]
 
 
 def test_an_engine_given_an_earlier_calibration_prices_alike_without_timing_again(target):
@@ -504,7 +559,7 @@ def test_drafter_cache_is_consistent_when_speculation_resumes(target):
     schedule = iter([[3, 0]] * 3 + [[0, 0]] * 6 + [[3, 0]] * 100)
 
     class Scripted:
-        def choose(self, rows, pace=None, backlog=None):
+        def choose(self, rows, pace=None, backlog=None, context=None):
             return next(schedule)
 
         def observe_call(self, *args):

@@ -35,9 +35,10 @@ class SizeCost:
     timing at a large size cannot make that size look cheap. Other n interpolate linearly between
     the nearest sizes and extrapolate along the outermost two (never below zero, flat with a single
     size). `predict` is None before any observation or seed. A seed (a calibration's timing) stands for a
-    size until that size is observed live: the first observation replaces it, and the seeds left follow the
-    live timings of seeded sizes (`drift`, a moving average of live over seed), so a size not yet seen live
-    keeps its calibrated ratio to the sizes that were, whatever the context length or load of the live steps.
+    size until that size is observed live; the seeds left follow the live averages of seeded sizes (`drift`:
+    their live average over their seed, weighted by observations), so a size not yet seen live keeps its
+    calibrated ratio to the sizes that were, whatever the load of the live steps, and one odd first timing
+    (the step after a prefill) fades from the drift as it fades from its size's average.
     """
 
     SEED_WEIGHT = 0.5  # a seed's weight in the monotone fit, against 1 per live observation
@@ -46,43 +47,55 @@ class SizeCost:
         self.smoothing = smoothing
         self.points: dict[int, float] = {}
         self.counts: dict[int, int] = {}
+        self.seeds: dict[int, float] = {}  # the calibrated seconds of each seeded size
         self._sizes: list[int] = []
         self._fitted: list[float] | None = None
-        self.seeded = False
-        self.drift = 1.0  # live timings over the seeds of the same sizes (moving average)
-        self._drift_samples = 0
+        self._drift: float | None = None
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.seeds)
+
+    @property
+    def cap(self) -> float:
+        """The most weight one size's average carries: an EWMA's effective window."""
+        return (2 - self.smoothing) / self.smoothing
+
+    @property
+    def drift(self) -> float:
+        """Live timings over the seeds of the same sizes (1 before any seeded size is seen live)."""
+        if self._drift is None:
+            pairs = [(min(self.counts[n], self.cap), self.points[n] / seed)
+                     for n, seed in self.seeds.items() if self.counts[n] and seed > 0]
+            weight = sum(w for w, _ in pairs)
+            self._drift = sum(w * ratio for w, ratio in pairs) / weight if weight else 1.0
+        return self._drift
 
     def seed(self, n: int, seconds: float) -> None:
         """What size `n` costs before it is seen live (ignored where it was)."""
         if self.counts.get(n, 0) == 0:
             if n not in self.points:
                 bisect.insort(self._sizes, n)
-            self.points[n], self.counts[n] = seconds, 0
-            self.seeded, self._fitted = True, None
+            self.points[n], self.counts[n], self.seeds[n] = seconds, 0, seconds
+            self._fitted = self._drift = None
 
     def observe(self, n: int, seconds: float) -> None:
-        if self.counts.get(n, 0) == 0 and n in self.points:  # a seed: replaced
-            if self.points[n] > 0:
-                self._drift_samples += 1
-                weight = max(self.smoothing, 1 / self._drift_samples)
-                self.drift += weight * (seconds / self.points[n] - self.drift)
-            self.points[n], self.counts[n] = seconds, 1
-        elif n in self.points:
-            self.counts[n] += 1
-            self.points[n] += max(self.smoothing, 1 / self.counts[n]) * (seconds - self.points[n])
-        else:
-            self.points[n], self.counts[n] = seconds, 1
+        count = self.counts.get(n, 0) + 1
+        if n not in self.points:
             bisect.insort(self._sizes, n)
+        previous = self.points[n] if count > 1 else seconds  # a seed is replaced, not averaged with
+        self.points[n], self.counts[n] = previous + max(self.smoothing, 1 / count) * (seconds - previous), count
         self._fitted = None
+        if n in self.seeds:
+            self._drift = None
 
     def _monotone(self) -> list[float]:
         """The averages at `_sizes`, pooled until non-decreasing (weighted pool-adjacent-violators)."""
         if self._fitted is None:
-            cap = (2 - self.smoothing) / self.smoothing
             blocks: list[list[float]] = []  # [mean, weight, number of sizes]
             for n in self._sizes:
                 mean = self.points[n] if self.counts[n] else self.points[n] * self.drift
-                blocks.append([mean, min(self.counts[n] or self.SEED_WEIGHT, cap), 1])
+                blocks.append([mean, min(self.counts[n] or self.SEED_WEIGHT, self.cap), 1])
                 while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
                     (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
                     blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
@@ -105,17 +118,25 @@ class SizeCost:
 
 
 class ShapeCost:
-    """Seconds per forward by its shape: `rows` rows fed `n` tokens in all (rows x padded width).
+    """Seconds per forward by its shape: `rows` rows fed `n` tokens in all (rows x padded width), attending to
+    `context` positions (the forward's attention window; None: the calibration's).
 
     One `SizeCost` over n per power-of-two bucket of rows (`rows.bit_length()`): a forward over R rows costs
     more than one row of the same n tokens (here 4 rows x 2 tokens about 1.25x one row of 8, 16 x 2 about 1.9x
     one row of 32: each row attends over its own context), so a batch's verify is priced by batches, not by one
     long row. A bucket with no timing borrows the nearest bucket that has one, the larger on a tie (the dearer).
+
+    Attention grows with the context: `attention` seconds per token fed per position attended (0 until
+    `fit_attention` sets it from timings of the same shapes at two contexts), so a verify that costs 1.2x a plain
+    step after 64 tokens costs 1.35x after 400. Timings are kept at the calibration's `context` (their attention
+    beyond it taken off) and predictions add it back for the context asked.
     """
 
     def __init__(self, smoothing: float = 0.2) -> None:
         self.smoothing = smoothing
         self.buckets: dict[int, SizeCost] = {}
+        self.attention = 0.0
+        self.context = 0  # the context the buckets' timings stand for
 
     @property
     def seeded(self) -> bool:
@@ -127,18 +148,35 @@ class ShapeCost:
             self.buckets[bucket] = SizeCost(self.smoothing)
         return self.buckets[bucket]
 
-    def seed(self, rows: int, n: int, seconds: float) -> None:
-        self._bucket(rows).seed(n, seconds)
+    def _beyond(self, n: int, context: int | None) -> float:
+        """Seconds `n` tokens spend attending to `context` positions beyond the buckets' context."""
+        return 0.0 if context is None else self.attention * n * (context - self.context)
 
-    def observe(self, rows: int, n: int, seconds: float) -> None:
-        self._bucket(rows).observe(n, seconds)
+    def fit_attention(self, timings: list[tuple[int, int, int, float]]) -> None:
+        """Set `attention` (least squares, never below 0) from (rows, n, context, seconds) timings of the same
+        (rows, n) at different contexts; the smallest context timed becomes `context`. Before seeding them."""
+        by_shape: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+        for rows, n, context, seconds in timings:
+            by_shape[rows, n].append((context, seconds))
+        pairs = [(n * (c1 - c0), s1 - s0) for (_, n), points in by_shape.items()
+                 for (c0, s0), (c1, s1) in itertools.combinations(sorted(points), 2) if c1 > c0]
+        if pairs:
+            self.attention = max(0.0, sum(x * y for x, y in pairs) / sum(x * x for x, _ in pairs))
+        self.context = min((context for _, _, context, _ in timings), default=self.context)
 
-    def predict(self, rows: int, n: int) -> float | None:
+    def seed(self, rows: int, n: int, seconds: float, context: int | None = None) -> None:
+        self._bucket(rows).seed(n, max(0.0, seconds - self._beyond(n, context)))
+
+    def observe(self, rows: int, n: int, seconds: float, context: int | None = None) -> None:
+        self._bucket(rows).observe(n, max(0.0, seconds - self._beyond(n, context)))
+
+    def predict(self, rows: int, n: int, context: int | None = None) -> float | None:
         if not self.buckets:
             return None
         bucket = rows.bit_length()
         nearest = min(self.buckets, key=lambda b: (abs(b - bucket), -b))
-        return self.buckets[nearest].predict(n)
+        seconds = self.buckets[nearest].predict(n)
+        return None if seconds is None else seconds + self._beyond(n, context)
 
     def one_token_forwards(self) -> dict[int, float]:
         """Per timed bucket, its first row count -> predicted seconds of a one-token forward over that many rows."""
@@ -228,7 +266,8 @@ class KController:
     a server does not): the predicted rate is then the batch's remaining tokens over the predicted time until its
     slowest row finishes (one row at the pool's pace: the same as without).
 
-    Costs: the reviewer's by the verify's shape (`rows` rows, `rows * (width + 1)` tokens), each drafter's per
+    Costs: the reviewer's by the verify's shape (`rows` rows, `rows * (width + 1)` tokens, attending to the
+    longest row's tokens and the draft: `choose`'s `context`, where the caller tells it), each drafter's per
     drafted position by rows, and a model drafter's catch-up: the tokens its KV cache lacks after steps it was not
     called (`choose`'s `backlog`), priced by its forward over that shape. The catch-up is paid once, so an
     allocation's rate spreads it over `hold_steps` (a draining batch's: over the steps it has left), and a probe
@@ -249,6 +288,7 @@ class KController:
         self.drafter_costs = {name: SizeCost() for name in names}  # seconds per drafted position, by rows
         self.drafter_forwards = drafter_forwards or {}  # a model drafter's forward cost by shape (its catch-up)
         self.backlog: dict[str, list[int]] = {}  # per drafter, the tokens each row's cache lacks this step
+        self.context: int | None = None  # the longest row's tokens this step (None: not told)
         self._memo: dict[tuple, float | None] | None = None  # costs predicted during a `choose` (`_once`)
         self.acceptance = PositionAcceptance(settings.window_steps)
         self.candidates = [list(c) for c in itertools.product(*(range(b + 1) for b in bounds))]
@@ -293,7 +333,9 @@ class KController:
         is unmeasured."""
         drafted = sum(sizes)
         width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
-        seconds = self._once(("verify", rows, width), lambda: self.reviewer_cost.predict(rows, rows * (width + 1)))
+        window = None if self.context is None else self.context + width  # what the verify's tokens attend to
+        seconds = self._once(("verify", rows, width),
+                             lambda: self.reviewer_cost.predict(rows, rows * (width + 1), window))
         for name, k in zip(self.names, sizes):
             if k and seconds is not None:
                 cost = self._once(("position", name, rows), lambda name=name: self.drafter_costs[name].predict(rows))
@@ -311,7 +353,7 @@ class KController:
         forward = self.drafter_forwards.get(name)
         if not lags or forward is None:
             return 0.0
-        return forward.predict(len(lags), len(lags) * max(lags)) or 0.0
+        return forward.predict(len(lags), len(lags) * max(lags), self.context) or 0.0
 
     def predicted_rate(self, sizes: list[int], rows: int, rates: dict[str, list[float]] | None = None,
                        pace: list[RowPace] | None = None) -> float | None:
@@ -329,10 +371,10 @@ class KController:
         return sum(row.remaining for row in pace) / (steps * seconds + catch_up)
 
     def choose(self, rows: int, pace: list[RowPace] | None = None,
-               backlog: dict[str, list[int]] | None = None) -> list[int]:
+               backlog: dict[str, list[int]] | None = None, context: int | None = None) -> list[int]:
         """The allocation for this review of `rows` rows (`pace`: the draining batch's rows; `backlog`: per
-        drafter, the tokens each row's cache lacks; see the class)."""
-        self.backlog = backlog or {}
+        drafter, the tokens each row's cache lacks; `context`: the longest row's tokens; see the class)."""
+        self.backlog, self.context = backlog or {}, context
         if self.steps == 0 and self.reviewer_cost.seeded:
             # priced from the start: begin with the safe choice, and probe only once probing fits the budget
             self.current, self.last_probe = [0] * len(self.bounds), 0

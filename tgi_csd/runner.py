@@ -21,12 +21,16 @@ CALIBRATION_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 28, 32, 33, 40, 48
 #: the row counts a calibration times, one for each power-of-two bucket of `ShapeCost` (larger batches borrow
 #: the last bucket until they are timed live)
 CALIBRATION_ROWS = (1, 2, 4, 8, 16)
-#: one timed forward of a calibration: rows, tokens fed (rows x width), seconds
-Timing = tuple[int, int, float]
+#: one timed forward of a calibration: rows, tokens fed (rows x width), positions attended (its window), seconds
+Timing = tuple[int, int, int, float]
 #: tokens a row a calibration times in a batch of several rows (a verify of 0, 1, 2, 4, 8 and 16 draft tokens)
 BATCH_WIDTHS = (1, 2, 3, 5, 9, 17)
 #: tokens a row a model drafter's calibration times it catching up (adaptive control prices a catch-up by them)
 CATCH_UP_WIDTHS = (128, 256)
+#: the shapes (rows, tokens a row) a calibration times again after `LONG_CONTEXT` more tokens, to price how a
+#: forward's attention grows with its context (`ShapeCost.fit_attention`)
+LONG_CONTEXT_SHAPES = ((1, 1), (1, 8), (4, 1), (4, 2), (4, 4))
+LONG_CONTEXT = 320
 
 
 def calibration_shapes(max_tokens: int = 128) -> list[tuple[int, int]]:
@@ -123,39 +127,47 @@ class ModelRunner:
         return min(i, end)
 
     def calibrate(self, shapes: list[tuple[int, int]] | None = None, context: int = 64,
-                  repeats: int = 2) -> list[Timing]:
+                  repeats: int = 2, long_context: int | None = LONG_CONTEXT) -> list[Timing]:
         """Seed `cost` with timed forwards (the fastest of `repeats`) of each shape, `rows` rows fed `width`
-        tokens each after `context` tokens (default: `calibration_shapes()`), on scratch rows that leave after;
-        counters are left as they were. Only while no row is live, and only the shapes the KV budget lets the
-        scratch rows grow to. Returns the timings (`seed` gives them to another runner over the same model)."""
+        tokens each after `context` tokens (default: `calibration_shapes()`), then those of `LONG_CONTEXT_SHAPES`
+        among them after `long_context` tokens (None: not), on scratch rows that leave after; counters are left
+        as they were. Only while no row is live, and only the shapes the KV budget and the model's positions let
+        the scratch rows grow to. Returns the timings (`seed` gives them to another runner over the same model)."""
         assert self.cache.batch_size == 0, "calibrate before rows join"
         shapes = [(rows, width) for rows, width in (shapes or calibration_shapes())
                   if self.max_positions is None or context + width <= self.max_positions]
         if not shapes:
             return []
-        rows, longest = max(r for r, _ in shapes), context + max(w for _, w in shapes)
+        contexts = [(context, shapes)]
+        if long_context is not None:
+            again = [shape for shape in shapes if shape in LONG_CONTEXT_SHAPES
+                     and (self.max_positions is None or long_context + shape[1] <= self.max_positions)]
+            if again and long_context > context:
+                contexts.append((long_context, again))
+        rows = max(r for r, _ in shapes)
+        longest = max(c + w for c, timed in contexts for _, w in timed)
         tokens = [[1 + (i + 7 * row) % (self.vocab_size - 1) for i in range(longest)] for row in range(rows)]
         forwards, seconds, observed = self.forwards, self.forward_seconds, self.cost
         self.cost = ShapeCost()  # the scratch forwards' own observations are dropped
         measured: list[Timing] = []
         self.add_rows(rows)
         try:
-            granted = self.reserve(list(range(rows)), [longest] * rows)
-            usable = granted.index(False) if False in granted else rows
-            if usable:
-                # fills the contexts; warms the kernels up
-                self.forward(list(range(usable)), [TokenSeq(t[:context]) for t in tokens[:usable]], [1] * usable)
-            for count, width in shapes:
-                if count > usable:
-                    continue
-                batch = list(range(count))
-                seqs = [TokenSeq(t[: context + width]) for t in tokens[:count]]
-                timings = []
-                for _ in range(repeats):
-                    start = clock.now()
-                    self.forward(batch, seqs, [width] * count)  # feeds exactly the last `width` of each row
-                    timings.append(clock.now() - start)
-                measured.append((count, count * width, min(timings)))
+            for filled, timed in contexts:
+                fill = max(r for r, _ in timed)
+                granted = self.reserve(list(range(fill)), [filled + max(w for _, w in timed)] * fill)
+                fill = granted.index(False) if False in granted else fill
+                if fill:  # fills the contexts (the first time, warms the kernels up)
+                    self.forward(list(range(fill)), [TokenSeq(t[:filled]) for t in tokens[:fill]], [1] * fill)
+                for count, width in timed:
+                    if count > fill:
+                        continue
+                    seqs = [TokenSeq(t[: filled + width]) for t in tokens[:count]]
+                    timings = []
+                    for _ in range(repeats):
+                        start = clock.now()
+                        self.forward(list(range(count)), seqs, [width] * count)  # feeds exactly the last `width`
+                        timings.append(clock.now() - start)
+                    measured.append((count, count * width, filled + width, min(timings)))
         finally:
             self.keep_rows([])
             self.cost, self.forwards, self.forward_seconds = observed, forwards, seconds
@@ -164,9 +176,10 @@ class ModelRunner:
 
     def seed(self, timings: list[Timing]) -> None:
         """Price forwards not yet seen live from a calibration's timings (this runner's, or those of a runner
-        over the same model on this machine)."""
-        for rows, tokens, seconds in timings:
-            self.cost.seed(rows, tokens, seconds)
+        over the same model on this machine), and how their attention grows with the context."""
+        self.cost.fit_attention(timings)
+        for rows, tokens, window, seconds in timings:
+            self.cost.seed(rows, tokens, seconds, window)
 
     def reserve(self, rows: list[int], needs: list[int]) -> list[bool]:
         """Which of `rows` the coming forwards may feed, row `rows[i]` up to `needs[i]` tokens long
@@ -194,6 +207,7 @@ class ModelRunner:
         input_ids = torch.tensor([[0] * (width - len(t)) + t for t in new_tokens], dtype=torch.long,
                                  device=self.cache.device)
         position_ids, mask = self.cache.prepare(rows, [len(t) for t in new_tokens], width)
+        window = mask.shape[-1]  # every fed token attends to this many positions (masked or not)
         keep = max(num_logits)
         start = clock.now()
         with self.linear_mode or contextlib.nullcontext():
@@ -208,6 +222,6 @@ class ModelRunner:
         seconds = clock.now() - start
         self.forward_seconds += seconds
         self.forwards += 1
-        self.cost.observe(len(rows), len(rows) * width, seconds)
+        self.cost.observe(len(rows), len(rows) * width, seconds, window)
         self.cache.commit(rows, [len(self.cached[r]) for r in rows])
         return out.logits.float() if out.logits.dtype != torch.float32 else out.logits

@@ -65,7 +65,7 @@ class HorizontalCascade:
         """Drafts of at most `min(sum(sizes), limits[i])` tokens (`pace`: the draining batch, for the controller)."""
         if self.controller is not None:
             backlog = {drafter.name: drafter.backlog(rows, seqs) for drafter, _ in self.segments}
-            self.sizes = self.controller.choose(len(rows), pace, backlog)
+            self.sizes = self.controller.choose(len(rows), pace, backlog, max((len(seq) for seq in seqs), default=0))
         self.stats.current_k[self.reviewer] = {d.name: k for (d, _), k in zip(self.segments, self.sizes)}
         tokens: list[list[int]] = [[] for _ in rows]
         origins: list[list[str]] = [[] for _ in rows]
