@@ -157,6 +157,19 @@ def test_cheap_verification_drafts_long_expensive_turns_speculation_off():
     assert 0 < middle[0] < 6
 
 
+def test_one_rows_verify_is_priced_as_wide_as_its_drafters_fill():
+    """A drafter that drafts half of what it is asked (MaG without a match, a confidence cut) makes one row's
+    verify half as wide as its size, not a batch's (the widest row's draft sets it)."""
+    ctl = controller(slope=0.1, rate=0.5)
+    full = ctl.step_seconds([6], 1)
+    for _ in range(200):
+        ctl.observe_call("d0", 1, 6, 0.0, asked=6, drafted=3)
+    assert ctl.fill["d0"] == pytest.approx(0.5)
+    assert full == pytest.approx(1 + 0.1 * 7)
+    assert ctl.step_seconds([6], 1) == pytest.approx(1 + 0.1 * 4), "a verify of 3 draft tokens"
+    assert ctl.step_seconds([6], 4) == pytest.approx(ctl.reviewer_cost.predict(4, 4 * 7))
+
+
 def test_expensive_drafter_gets_fewer_positions():
     cheap = controller(slope=0.0, rate=0.5, bounds=(4,), drafter_cost=0.0).choose(rows=1)
     dear = controller(slope=0.0, rate=0.5, bounds=(4,), drafter_cost=0.5).choose(rows=1)

@@ -249,6 +249,10 @@ class RowPace:
         return cls(remaining, (gained + cls.PRIOR * prior) / (expected + cls.PRIOR))
 
 
+#: how fast a drafter's fill (the share of the tokens asked of it that it drafts) follows its calls
+FILL_SMOOTHING = 0.1
+
+
 class KController:
     """Chooses one reviewer's allocation `sizes[c]` (tokens from drafter c, `0 <= sizes[c] <= bounds[c]`).
 
@@ -267,7 +271,8 @@ class KController:
     slowest row finishes (one row at the pool's pace: the same as without).
 
     Costs: the reviewer's by the verify's shape (`rows` rows, `rows * (width + 1)` tokens, attending to the
-    longest row's tokens and the draft: `choose`'s `context`, where the caller tells it), each drafter's per
+    longest row's tokens and the draft: `choose`'s `context`, where the caller tells it; one row's width is what
+    its drafters fill of their sizes, `fill`, a batch's its widest row's, the sizes' sum), each drafter's per
     drafted position by rows, and a model drafter's catch-up: the tokens its KV cache lacks after steps it was not
     called (`choose`'s `backlog`), priced by its forward over that shape. The catch-up is paid once, so an
     allocation's rate spreads it over `hold_steps` (a draining batch's: over the steps it has left), and a probe
@@ -287,6 +292,7 @@ class KController:
         self.verify_width = verify_width
         self.drafter_costs = {name: SizeCost() for name in names}  # seconds per drafted position, by rows
         self.drafter_forwards = drafter_forwards or {}  # a model drafter's forward cost by shape (its catch-up)
+        self.fill = dict.fromkeys(names, 1.0)  # per drafter, the share of the tokens asked of it that it drafts
         self.backlog: dict[str, list[int]] = {}  # per drafter, the tokens each row's cache lacks this step
         self.context: int | None = None  # the longest row's tokens this step (None: not told)
         self._memo: dict[tuple, float | None] | None = None  # costs predicted during a `choose` (`_once`)
@@ -332,7 +338,12 @@ class KController:
         """Predicted seconds of one review of `rows` rows drafted as `sizes`, None while a needed cost
         is unmeasured."""
         drafted = sum(sizes)
-        width = drafted if self.verify_width is None or drafted == 0 else self.verify_width
+        if self.verify_width is not None and drafted:
+            width: float = self.verify_width
+        elif rows == 1:  # one row's verify is as wide as its draft: what its drafters fill of their sizes
+            width = sum(k * self.fill[name] for name, k in zip(self.names, sizes))
+        else:  # the widest row's draft sets a batch's
+            width = drafted
         window = None if self.context is None else self.context + width  # what the verify's tokens attend to
         seconds = self._once(("verify", rows, width),
                              lambda: self.reviewer_cost.predict(rows, rows * (width + 1), window))
@@ -464,12 +475,16 @@ class KController:
             empty = [planned[len(o)] if len(o) < min(n, len(planned)) else None for o, n in zip(origins, asked)]
         self.acceptance.observe(origins, accepted, empty)
 
-    def observe_call(self, name: str, rows: int, positions: int, seconds: float) -> None:
+    def observe_call(self, name: str, rows: int, positions: int, seconds: float,
+                     asked: int = 0, drafted: int = 0) -> None:
         """A call of drafter `name` for `rows` rows, at most `positions` tokens each, took `seconds` (ignored when
-        it caught up more than a step's tokens: its forward's shape prices that)."""
+        it caught up more than a step's tokens: its forward's shape prices that) and drafted `drafted` of the
+        `asked` tokens asked of it in all (MaG without a match, a drafter below its `min_confidence` draft fewer)."""
         caught_up = max(self.backlog.get(name, ()), default=0) > sum(self.bounds) + 1
         if rows and positions and not caught_up:
             self.drafter_costs[name].observe(rows, seconds / positions)
+        if asked:
+            self.fill[name] += FILL_SMOOTHING * (drafted / asked - self.fill[name])
 
     def seed_drafter(self, name: str, forward: ShapeCost | None) -> None:
         """Price drafter `name` before it is called: a model drafter's position like its calibrated one-token

@@ -87,7 +87,8 @@ class HorizontalCascade:
             self.stats.calls[drafter.name] += 1
             self.stats.call_seconds[drafter.name] += seconds
             if self.controller is not None:
-                self.controller.observe_call(drafter.name, len(active), max(counts), seconds)
+                self.controller.observe_call(drafter.name, len(active), max(counts), seconds, sum(counts),
+                                             sum(len(row) for row in proposal.tokens))
             if proposal.probs is not None and probs is None:
                 probs = [[None] * len(t) for t in tokens]
             for slot, i in enumerate(active):
