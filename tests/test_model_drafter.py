@@ -79,7 +79,7 @@ def test_prefill_chunk_bounds_each_steps_catch_up_and_outputs_stay_exact():
     runner = ModelRunner(cut_from_target(target, 2), "cut")
     widths: list[int] = []
     observe = runner.cost.observe
-    runner.cost.observe = lambda rows, tokens, seconds: (widths.append(tokens), observe(rows, tokens, seconds))
+    runner.cost.observe = lambda rows, tokens, *rest: (widths.append(tokens), observe(rows, tokens, *rest))
     level = ModelLevel("cut", runner, prefill_chunk=chunk)
     engine = Engine.assemble(ModelRunner(target, "target"), [level, MaGDrafter(None)], [[k, 2], [0, 2]],
                              StubTokenizer())
