@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import workload  # scripts/workload.py (python puts the script's folder on the path)
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -40,29 +41,16 @@ def variant(config, assignments: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO / "examples" / "csd-mixed-long.yaml")
+    workload.add_options(parser, REPO / "examples" / "csd-mixed-long.yaml", limit=8, tokens=96)
     parser.add_argument("--set", dest="variants", action="append", default=[], metavar="DRAFTER.FIELD=VALUE,...")
-    parser.add_argument("--prompts", default="humaneval", help="as `tgi-csd bench --prompts` (default: HumanEval)")
-    parser.add_argument("--chat", action="store_true", help="put text prompts in the chat template")
-    parser.add_argument("--limit", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--tolerance", type=float, default=1e-3, help="near-tie logit gap, as `tgi-csd bench`")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    import torch
-
-    from tgi_csd.bench.loading import BenchModels
     from tgi_csd.bench.methods import EngineMethod, static_cascade
     from tgi_csd.bench.runner import references, run_interleaved
-    from tgi_csd.config import load_config
-    from tgi_csd.prompts import load_prompts
     from tgi_csd.reference import Agreement
 
-    torch.set_num_threads(args.threads)
-    config = load_config(args.config)
-    models = BenchModels(config)
-    prompts = [models.encode(p, args.chat) for p in load_prompts(args.prompts)[: args.limit]]
+    config, models, prompts = workload.load(args)
     cascades = {"as-is": static_cascade(config)} | {v: variant(config, v) for v in args.variants}
     methods = [EngineMethod(name, models, cascade) for name, cascade in cascades.items()]
     console = Console()

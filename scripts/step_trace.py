@@ -16,32 +16,21 @@ import argparse
 import time
 from pathlib import Path
 
+import workload  # scripts/workload.py (python puts the script's folder on the path)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "examples" / "csd-distilled-long.yaml")
-    parser.add_argument("--prompts", default="humaneval", help="as `tgi-csd bench --prompts` (default: HumanEval)")
-    parser.add_argument("--chat", action="store_true", help="put text prompts in the chat template")
+    workload.add_options(parser, REPO / "examples" / "csd-distilled-long.yaml", limit=16, tokens=32)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    import torch
-
-    from tgi_csd.bench.loading import BenchModels
     from tgi_csd.bench.methods import adaptive_cascade, batches, no_speculation
-    from tgi_csd.config import load_config
     from tgi_csd.engine import Request
-    from tgi_csd.prompts import load_prompts
 
-    torch.set_num_threads(args.threads)
-    config = load_config(args.config)
-    models = BenchModels(config)
-    prompts = [models.encode(p, args.chat) for p in load_prompts(args.prompts)[: args.limit]]
+    config, models, prompts = workload.load(args)
 
     engine = models.engine(adaptive_cascade(config))
     controller = engine.top.controller
