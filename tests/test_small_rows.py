@@ -26,43 +26,66 @@ def kernel():
     return small_rows.load_kernel().small_rows_linear
 
 
+#: the vector widths (floats) this CPU runs: AVX2's 8, and AVX-512's 16 where it has them
+LANES = sorted({8, small_rows.load_kernel().widest_lanes()})
+
+
+@pytest.fixture(params=LANES, ids=lambda lanes: f"lanes{lanes}")
+def lanes(request):
+    return request.param
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13, 32])
-@pytest.mark.parametrize(("out_features", "in_features"), [(192, 576), (577, 64), (1, 8), (4, 1536)])
-def test_equals_torch_linear_up_to_rounding(kernel, rows, out_features, in_features):
+@pytest.mark.parametrize(("out_features", "in_features"), [(192, 576), (577, 64), (1, 8), (4, 1536), (9, 24)])
+def test_equals_torch_linear_up_to_rounding(kernel, lanes, rows, out_features, in_features):
     generator = torch.Generator().manual_seed(rows * out_features)
     x = torch.randn(rows, in_features, generator=generator)
     w = torch.randn(out_features, in_features, generator=generator)
     bias = torch.randn(out_features, generator=generator)
     for b in (None, bias):
         expected = F.linear(x.double(), w.double(), None if b is None else b.double())
-        got = kernel(x, w, b)
+        got = kernel(x, w, b, lanes)
         # Sums of `in_features` products: float32 rounding grows with the length and the magnitudes.
         scale = (x.abs().double() @ w.abs().double().T).max()
         assert (got.double() - expected).abs().max() <= 1e-6 * scale
         assert (F.linear(x, w, b).double() - expected).abs().max() <= 1e-6 * scale  # torch, for comparison
 
 
-def test_a_rows_result_does_not_depend_on_the_other_rows(kernel):
+def test_a_rows_result_does_not_depend_on_the_other_rows(kernel, lanes):
     """Every output is one fixed sequence of fused multiply-adds over its row and weight row, whatever
     tile the row falls in, so batching and draft width never change a row's result."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(13, 576, generator=generator)
-    w = torch.randn(100, 576, generator=generator)
-    together = kernel(x, w, None)
+    x = torch.randn(13, 584, generator=generator)  # 584 = 36 * 16 + 8: AVX-512's half-vector tail too
+    w = torch.randn(101, 584, generator=generator)
+    together = kernel(x, w, None, lanes)
     for r in range(13):
-        assert torch.equal(kernel(x[r : r + 1].clone(), w, None)[0], together[r])
-        assert torch.equal(kernel(x[r : r + 3].clone(), w, None)[0], together[r])
+        assert torch.equal(kernel(x[r : r + 1].clone(), w, None, lanes)[0], together[r])
+        assert torch.equal(kernel(x[r : r + 3].clone(), w, None, lanes)[0], together[r])
 
 
-def test_threads_split_weights_not_sums(kernel):
+def test_a_rows_result_does_not_depend_on_the_weight_rows_beside_it(kernel, lanes):
+    """Weight rows are summed in blocks and one by one at the end; each sum is added up in the same order."""
+    generator = torch.Generator().manual_seed(3)
+    x, w = torch.randn(5, 576, generator=generator), torch.randn(7, 576, generator=generator)
+    order = torch.randperm(7, generator=generator)
+    assert torch.equal(kernel(x, w[order].contiguous(), None, lanes), kernel(x, w, None, lanes)[:, order])
+
+
+def test_the_default_width_is_the_widest_the_cpu_has(kernel):
+    generator = torch.Generator().manual_seed(2)
+    x, w = torch.randn(5, 576, generator=generator), torch.randn(64, 576, generator=generator)
+    assert torch.equal(kernel(x, w, None), kernel(x, w, None, max(LANES)))
+
+
+def test_threads_split_weights_not_sums(kernel, lanes):
     generator = torch.Generator().manual_seed(1)
     x, w = torch.randn(6, 576, generator=generator), torch.randn(1536, 576, generator=generator)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernel(x, w, None)
+        one = kernel(x, w, None, lanes)
         torch.set_num_threads(2)
-        two = kernel(x, w, None)
+        two = kernel(x, w, None, lanes)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)

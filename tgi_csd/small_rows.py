@@ -1,4 +1,5 @@
-"""A float32 CPU linear for the few-token forwards of speculative decoding (`csrc/small_rows_linear.cpp`).
+"""A float32 CPU linear for the few-token forwards of speculative decoding (`csrc/small_rows_linear.cpp`,
+AVX2/FMA, or AVX-512 where the CPU has it).
 
 On CPU, torch's BLAS makes a forward over 2-32 tokens cost about twice a one-token forward, so a
 verify step must gain two tokens to pay. The kernel reads each weight once for all rows, keeping
@@ -16,6 +17,7 @@ the default model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from contextvars import ContextVar, Token
@@ -33,6 +35,7 @@ from tgi_csd.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "small_rows_linear.cpp"
+TILES = SOURCE.with_name("small_rows_tiles.inc")  # included by SOURCE
 
 
 class KernelUnavailable(RuntimeError):
@@ -57,7 +60,9 @@ def _build() -> ModuleType | str:
 
     from tgi_csd.models import cache_dir, console
 
-    folder = cache_dir() / "kernels" / f"small_rows-torch{torch.__version__.replace('+', '-')}"
+    # torch rebuilds when SOURCE changes but cannot see the file it includes: the folder names both.
+    digest = hashlib.sha256(SOURCE.read_bytes() + TILES.read_bytes()).hexdigest()[:12]
+    folder = cache_dir() / "kernels" / f"small_rows-torch{torch.__version__.replace('+', '-')}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     path = os.environ.get("PATH", "")
     os.environ["PATH"] = os.pathsep.join(filter(None, [_ninja_bin_dir(), path]))  # torch runs `ninja` from PATH
