@@ -1,10 +1,11 @@
 """Forward time of the default model over 1-32 new tokens (300 tokens of KV cache), torch's linear
 layers against `tgi_csd.small_rows`, with the logits compared at every size.
 
-    OMP_NUM_THREADS=1 python scripts/kernel_bench.py --threads 1
+    OMP_NUM_THREADS=1 python scripts/kernel_bench.py --threads 1 [--lanes 8,16]
 
-Prints, per size: median ms with torch, median ms with the kernel, max |logit difference| and whether
-every position's argmax agrees. Exit status 1 if an argmax differs.
+Prints, per size: median ms with torch, median ms with the kernel at each vector width asked (default: the
+widest the CPU has; 8 is the AVX2 path, 16 AVX-512), and per width the max |logit difference| from torch and
+whether every position's argmax agrees. Exit status 1 if an argmax differs.
 """
 
 from __future__ import annotations
@@ -44,17 +45,24 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--lanes", default="0", help="comma list of kernel vector widths: 8, 16, 0 = widest")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = models.load_model(models.resolve_model(args.model))
     mode = SmallRowsLinear(min_rows=1)  # every size through the kernel, 1 included, to compare
     mode.install(model)
+    kernel = mode.kernel
+    widths = [int(w) for w in args.lanes.split(",")]
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     table = Table(title=f"{args.model}: forward over N new tokens, {args.context} cached, "
                         f"{torch.get_num_threads()} thread(s)")
-    for column in ("N", "torch ms", "kernel ms", "kernel / torch", "max |logit diff|", "argmax equal"):
+    columns = ["N", "torch ms"]
+    for w in widths:
+        name = f"kernel{'' if w == 0 else f' {w}'}"
+        columns += [f"{name} ms", f"{name} / torch", "max |logit diff|", "argmax equal"]
+    for column in columns:
         table.add_column(column, justify="right")
     all_equal = True
     with torch.inference_mode():
@@ -63,11 +71,15 @@ def main() -> int:
             ids = torch.randint(0, vocab, (1, size), generator=generator)
             timed_forward(model, ids, cache, None, 1)  # warm-up
             base, base_logits = timed_forward(model, ids, cache, None, args.repeats)
-            fast, fast_logits = timed_forward(model, ids, cache, mode, args.repeats)
-            equal = bool((base_logits.argmax(-1) == fast_logits.argmax(-1)).all())
-            all_equal &= equal
-            table.add_row(str(size), f"{base * 1e3:.1f}", f"{fast * 1e3:.1f}", f"{fast / base:.2f}",
-                          f"{(base_logits - fast_logits).abs().max().item():.1e}", "yes" if equal else "NO")
+            row = [str(size), f"{base * 1e3:.1f}"]
+            for w in widths:
+                mode.kernel = lambda x, weight, bias, w=w: kernel(x, weight, bias, w)
+                fast, fast_logits = timed_forward(model, ids, cache, mode, args.repeats)
+                equal = bool((base_logits.argmax(-1) == fast_logits.argmax(-1)).all())
+                all_equal &= equal
+                row += [f"{fast * 1e3:.1f}", f"{fast / base:.2f}",
+                        f"{(base_logits - fast_logits).abs().max().item():.1e}", "yes" if equal else "NO"]
+            table.add_row(*row)
     Console().print(table)
     return 0 if all_equal else 1
 
