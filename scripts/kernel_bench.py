@@ -1,10 +1,11 @@
 """Forward time of the default model over 1-32 new tokens (300 tokens of KV cache), torch's linear
 layers against `tgi_csd.small_rows`, with the logits compared at every size.
 
-    OMP_NUM_THREADS=1 python scripts/kernel_bench.py --threads 1 [--lanes 8,16]
+    OMP_NUM_THREADS=1 python scripts/kernel_bench.py --threads 1 [--lanes 8,16,0]
 
-Prints, per size: median ms with torch, median ms with the kernel at each vector width asked (default: the
-widest the CPU has; 8 is the AVX2 path, 16 AVX-512), and per width the max |logit difference| from torch and
+Prints the kernel's width plan (`small_rows.lane_plan`), then per size: median ms with torch, median ms with
+the kernel at each vector width asked (8 is the AVX2 path, 16 AVX-512, 0 and the default the width the plan
+picks for that size), and per width the max |logit difference| from torch and
 whether every position's argmax agrees. Exit status 1 if an argmax differs.
 """
 
@@ -45,12 +46,14 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--lanes", default="0", help="comma list of kernel vector widths: 8, 16, 0 = widest")
+    parser.add_argument("--lanes", default="0",
+                        help="comma list of kernel vector widths: 8, 16, 0 = the planned one per size")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = models.load_model(models.resolve_model(args.model))
     mode = SmallRowsLinear(min_rows=1)  # every size through the kernel, 1 included, to compare
+    Console().print(f"width plan (rows 1-{len(mode.lanes)}): {' '.join(map(str, mode.lanes))}")
     mode.install(model)
     kernel = mode.kernel
     widths = [int(w) for w in args.lanes.split(",")]
@@ -60,7 +63,7 @@ def main() -> int:
                         f"{torch.get_num_threads()} thread(s)")
     columns = ["N", "torch ms"]
     for w in widths:
-        name = f"kernel{'' if w == 0 else f' {w}'}"
+        name = f"kernel {w or 'planned'}"
         columns += [f"{name} ms", f"{name} / torch", "max |logit diff|", "argmax equal"]
     for column in columns:
         table.add_column(column, justify="right")
@@ -73,7 +76,7 @@ def main() -> int:
             base, base_logits = timed_forward(model, ids, cache, None, args.repeats)
             row = [str(size), f"{base * 1e3:.1f}"]
             for w in widths:
-                mode.kernel = lambda x, weight, bias, w=w: kernel(x, weight, bias, w)
+                mode.kernel = lambda x, weight, bias, planned, w=w: kernel(x, weight, bias, w or planned)
                 fast, fast_logits = timed_forward(model, ids, cache, mode, args.repeats)
                 equal = bool((base_logits.argmax(-1) == fast_logits.argmax(-1)).all())
                 all_equal &= equal

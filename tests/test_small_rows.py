@@ -77,6 +77,52 @@ def test_the_default_width_is_the_widest_the_cpu_has(kernel):
     assert torch.equal(kernel(x, w, None), kernel(x, w, None, max(LANES)))
 
 
+def test_the_wider_lanes_start_at_the_row_count_that_costs_least_over_the_probes():
+    seconds = {1: {8: 1.0, 16: 1.2}, 4: {8: 1.0, 16: 1.2}, 8: {8: 1.01, 16: 1.0}, 16: {8: 1.0, 16: 1.1},
+               24: {8: 1.3, 16: 1.0}, 32: {8: 1.5, 16: 1.0}}  # 8 rows: noise in favour of 16
+    assert small_rows.choose_lanes(seconds) == (8,) * 23 + (16,) * (small_rows.MAX_ROWS - 23)
+    assert small_rows.choose_lanes({1: {8: 1.1, 16: 1.0}, 32: {8: 2.0, 16: 1.0}}) == (16,) * small_rows.MAX_ROWS
+    assert small_rows.choose_lanes({1: {8: 1.0, 16: 1.1}, 32: {8: 1.0, 16: 1.2}}) == (8,) * small_rows.MAX_ROWS
+
+
+@pytest.fixture
+def fresh_plan():
+    small_rows.lane_plan.cache_clear()
+    yield small_rows.lane_plan
+    small_rows.lane_plan.cache_clear()
+
+
+def test_the_measured_plan_gives_a_width_the_cpu_runs_for_every_row_count(fresh_plan, monkeypatch):
+    monkeypatch.delenv(small_rows.LANES_ENV, raising=False)
+    plan = fresh_plan()
+    assert len(plan) == small_rows.MAX_ROWS and set(plan) <= set(LANES)
+
+
+def test_the_environment_forces_a_width_and_a_bad_one_names_the_fix(fresh_plan, monkeypatch):
+    monkeypatch.setenv(small_rows.LANES_ENV, "8")
+    assert fresh_plan() == (8,) * small_rows.MAX_ROWS
+    assert SmallRowsLinear().lanes == (8,) * small_rows.MAX_ROWS
+    fresh_plan.cache_clear()
+    monkeypatch.setenv(small_rows.LANES_ENV, "32")
+    with pytest.raises(ConfigError, match=r"TGI_CSD_KERNEL_LANES='32'.*8 \(AVX2\) or 16"):
+        fresh_plan()
+
+
+def test_a_mode_runs_the_planned_width_for_each_row_count(monkeypatch):
+    mode = SmallRowsLinear(min_rows=1)
+    mode.lanes = (8, 16, 8) + (16,) * (small_rows.MAX_ROWS - 3)
+    widths = []
+    monkeypatch.setattr(mode, "kernel", lambda x, w, b, lanes: widths.append(lanes) or F.linear(x, w, b))
+    layer = torch.nn.Linear(16, 8).requires_grad_(False)
+    with mode:
+        for rows in (1, 2, 3, 40):
+            small_rows.linear(torch.randn(rows, 16), layer.weight)
+    mode.max_rows = 64
+    with mode:
+        small_rows.linear(torch.randn(40, 16), layer.weight)
+    assert widths == [8, 16, 8, 16]
+
+
 def test_threads_split_weights_not_sums(kernel, lanes):
     generator = torch.Generator().manual_seed(1)
     x, w = torch.randn(6, 576, generator=generator), torch.randn(1536, 576, generator=generator)
@@ -95,7 +141,7 @@ def test_mode_routes_only_small_float32_inference_linears_of_installed_models(mo
     mode = SmallRowsLinear()
     calls = []
     kernel = mode.kernel
-    monkeypatch.setattr(mode, "kernel", lambda x, w, b: calls.append(tuple(x.shape)) or kernel(x, w, b))
+    monkeypatch.setattr(mode, "kernel", lambda x, w, b, lanes: calls.append(tuple(x.shape)) or kernel(x, w, b, lanes))
     model = torch.nn.ModuleDict({"wide": torch.nn.Linear(16, 24), "odd": torch.nn.Linear(12, 24),
                                  "float64": torch.nn.Linear(16, 24).double()}).requires_grad_(False)
     graded = torch.nn.Linear(16, 24)
@@ -127,7 +173,7 @@ def test_a_reduced_head_takes_the_kernel_inside_a_mode(monkeypatch):
     mode = SmallRowsLinear(min_rows=1)
     calls = []
     kernel = mode.kernel
-    monkeypatch.setattr(mode, "kernel", lambda x, w, b: calls.append(tuple(x.shape)) or kernel(x, w, b))
+    monkeypatch.setattr(mode, "kernel", lambda x, w, b, lanes: calls.append(tuple(x.shape)) or kernel(x, w, b, lanes))
     hidden = torch.randn(1, 2, 16)
     with torch.inference_mode():
         expected = head(hidden)  # no mode active: torch
@@ -173,8 +219,8 @@ def test_one_token_forwards_take_the_kernel_in_drafters_only(target, monkeypatch
         runner = ModelRunner(target, "runner", "on", drafts_only=drafts_only)
         calls = []
         monkeypatch.setattr(runner.linear_mode, "kernel",
-                            lambda x, w, b, kernel=runner.linear_mode.kernel, calls=calls: calls.append(x.shape)
-                            or kernel(x, w, b))
+                            lambda x, w, b, lanes, kernel=runner.linear_mode.kernel, calls=calls:
+                            calls.append(x.shape) or kernel(x, w, b, lanes))
         got = one_token_forwards(runner)
         assert bool(calls) == drafts_only
         if not drafts_only:

@@ -1,5 +1,5 @@
 """A float32 CPU linear for the few-token forwards of speculative decoding (`csrc/small_rows_linear.cpp`,
-AVX2/FMA, or AVX-512 where the CPU has it).
+AVX2/FMA, or AVX-512 where the CPU has it and it is the faster).
 
 On CPU, torch's BLAS makes a forward over 2-32 tokens cost about twice a one-token forward, so a
 verify step must gain two tokens to pay. The kernel reads each weight once for all rows, keeping
@@ -20,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import statistics
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from functools import cache
 from pathlib import Path
@@ -112,6 +115,76 @@ def resolve(setting: KernelSetting, device: torch.device, dtype: torch.dtype,
 #: the most rows (tokens of a forward, leading dims flattened) the kernel takes by default
 MAX_ROWS = 32
 
+#: forces the kernel's vector width: 8 (AVX2) or 16 (AVX-512)
+LANES_ENV = "TGI_CSD_KERNEL_LANES"
+
+#: row counts `lane_plan` times
+PROBE_ROWS = (1, 2, 4, 8, 12, 16, 24, 32)
+
+
+@cache
+def lane_plan() -> tuple[int, ...]:
+    """The kernel's vector width for 1..`MAX_ROWS` rows (index: rows - 1), found once per process.
+
+    `$TGI_CSD_KERNEL_LANES` (8 or 16) where set; 8 on a CPU without AVX-512; else whichever width
+    passes faster over weights larger than the last-level cache at `PROBE_ROWS` (`choose_lanes`). The widths
+    differ by CPU: on an Intel Xeon AVX-512 was the faster at every row count, on an AMD Zen 4 (which
+    splits 512-bit operations in two) AVX2 up to 16 rows and AVX-512 above.
+    """
+    kernel = load_kernel()
+    widest = kernel.widest_lanes()
+    forced = os.environ.get(LANES_ENV)
+    if forced:
+        if forced not in ("8", "16") or int(forced) > widest:
+            raise ConfigError(f"{LANES_ENV}={forced!r}: the kernel's vector width is 8 (AVX2) or 16 (AVX-512, "
+                              f"which this CPU {'has' if widest == 16 else 'lacks'}); set one of those or unset it")
+        return (int(forced),) * MAX_ROWS
+    if widest == 8:
+        return (8,) * MAX_ROWS
+    plan = choose_lanes(_time_widths(kernel.small_rows_linear, (8, widest)))
+    log.info("CPU verify kernel: %s", ", ".join(f"{rows} rows {lanes} lanes" for rows, lanes in
+                                                 zip(range(1, MAX_ROWS + 1), plan, strict=True)
+                                                 if rows == 1 or plan[rows - 2] != lanes))
+    return plan
+
+
+def choose_lanes(seconds: dict[int, dict[int, float]]) -> tuple[int, ...]:
+    """Per row count 1..`MAX_ROWS`: the narrower width below one threshold, the wider from it on, the
+    threshold (a probed row count, or none) the one with the least time over the probes of
+    `seconds[probe][width]`, each probe's times relative to its fastest.
+
+    One threshold because the wider vectors gain on compute, which grows with the rows; a single
+    noisy probe cannot switch one row count alone.
+    """
+    probes = sorted(seconds)
+    narrow, wide = min(seconds[probes[0]]), max(seconds[probes[0]])
+
+    def cost(threshold: float) -> float:
+        return sum(seconds[p][narrow if p < threshold else wide] / min(seconds[p].values()) for p in probes)
+
+    threshold = min([*probes, MAX_ROWS + 1], key=cost)
+    return tuple(narrow if rows < threshold else wide for rows in range(1, MAX_ROWS + 1))
+
+
+def _time_widths(kernel: Callable[..., torch.Tensor], widths: tuple[int, ...],
+                 repeats: int = 5) -> dict[int, dict[int, float]]:
+    """Median seconds of one pass of `kernel` over 16 weights of the default model's MLP shape (56 MB, out
+    of the last-level cache as a model's are), per probed row count and width, the widths interleaved."""
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.rand(1536, 576, generator=generator) for _ in range(16)]
+    seconds: dict[int, dict[int, list[float]]] = {}
+    for rows in PROBE_ROWS:
+        x = torch.rand(rows, 576, generator=generator)
+        runs = seconds.setdefault(rows, {width: [] for width in widths})
+        for _ in range(repeats):
+            for width in widths:
+                start = time.perf_counter()
+                for weight in weights:
+                    kernel(x, weight, None, width)
+                runs[width].append(time.perf_counter() - start)
+    return {rows: {width: statistics.median(runs) for width, runs in by_width.items()}
+            for rows, by_width in seconds.items()}
+
 
 class SmallRowsLinear:
     """Within `with mode:`, the linear layers of installed models run the kernel on 2-32 float32 rows
@@ -120,11 +193,12 @@ class SmallRowsLinear:
     Invariant: each output element is the same sum of products as torch's, in another order, so
     outputs differ from torch's by float32 rounding only; calls outside the row range, other
     dtypes, other devices and anything needing gradients go to torch unchanged, as does every call
-    outside the `with` block.
+    outside the `with` block. The vector width per row count is `lane_plan()`'s.
     """
 
     def __init__(self, min_rows: int = 2, max_rows: int = MAX_ROWS) -> None:
         self.kernel = load_kernel().small_rows_linear
+        self.lanes = lane_plan()
         self.min_rows = min_rows
         self.max_rows = max_rows
         self._tokens: list[Token] = []
@@ -158,7 +232,8 @@ class SmallRowsLinear:
             return None
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return None
-        out = self.kernel(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
+        lanes = self.lanes[min(rows, len(self.lanes)) - 1]
+        out = self.kernel(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias, lanes)
         return out.view(*x.shape[:-1], weight.shape[0])
 
 
