@@ -1,12 +1,15 @@
 """Per-request speculation profiles on a mixed workload: HumanEval code and chat questions served together.
 
     python scripts/profile_bench.py [--config examples/csd-profiles.yaml] [--code 10] [--chat 10] [--tokens 96]
+    python scripts/profile_bench.py --code-start 10 --chat-start 10 --select FIRST.json   # held out
 
 Each setting serves the same mixed prompts (code first, then chat, interleaved) through one engine at batch 1:
 every request on one server-wide setting (`auto` and each configured profile), then per request, code prompts
-on `--code-profile` and chat prompts on `--chat-profile`. Chat prompts get the target's chat template. It prints
-tokens per target forward and tokens/s per workload and overall, and checks every output against the target
-alone under transformers (greedy, float32: identical, or different first at a near-tie below 1e-3, counted).
+on `--code-profile` and chat prompts on `--chat-profile`, or with `--select` on the setting that made the most
+tokens per target forward on that workload in another run (its `--out`, on other prompts). Chat prompts get the
+target's chat template. It prints tokens per target forward and tokens/s per workload and overall, and checks
+every output against the target alone under transformers (greedy, float32: identical, or different first at a
+near-tie below 1e-3, counted).
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ def main() -> None:
     parser.add_argument("--code", type=int, default=10, help="HumanEval prompts")
     parser.add_argument("--chat", type=int, default=10, help="prompts from data/chat-prompts.jsonl")
     parser.add_argument("--tokens", type=int, default=96, help="new tokens per request")
+    parser.add_argument("--code-start", type=int, default=0, help="first HumanEval prompt")
+    parser.add_argument("--chat-start", type=int, default=0, help="first chat prompt")
     parser.add_argument("--code-profile", default="code")
     parser.add_argument("--chat-profile", default="chat")
+    parser.add_argument("--select", type=Path, help="take both profiles from this earlier run's --out: per workload "
+                                                    "its best single setting in tokens per target forward")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -41,18 +48,24 @@ def main() -> None:
     from tgi_csd.reference import Agreement, compare, reference_generate
 
     torch.set_num_threads(args.threads)
+    if args.select:
+        earlier = json.loads(args.select.read_text())
+        single = {name: row for name, row in earlier.items() if name not in ("per request", "off")}
+        args.code_profile, args.chat_profile = (max(single, key=lambda name: single[name][kind]["tokens_per_forward"])
+                                                for kind in ("code", "chat"))
     config = load_config(args.config)
     models = BenchModels(config)
-    code = [("code", models.encode(p)) for p in humaneval(0, args.code)]
+    code = [("code", models.encode(p)) for p in humaneval(args.code_start, args.code_start + args.code)]
     chat = [("chat", models.encode(q, chat=True))
-            for q in load_prompts(str(REPO / "data" / "chat-prompts.jsonl"))[: args.chat]]
+            for q in load_prompts(str(REPO / "data" / "chat-prompts.jsonl"))[args.chat_start:][: args.chat]]
     order = [p for pair in itertools.zip_longest(code, chat) for p in pair if p is not None]  # code, chat, ...
     refs = [reference_generate(models.target, ids, args.tokens, models.eos_token_id) for _, ids in order]
 
     settings = {choice: {"code": choice, "chat": choice} for choice in config.speculation_choices() if choice != "off"}
     settings["off"] = {"code": "off", "chat": "off"}
     settings["per request"] = {"code": args.code_profile, "chat": args.chat_profile}
-    print(f"{len(order)} requests ({args.code} code, {args.chat} chat) x {args.tokens} tokens, batch 1, "
+    print(f"{len(order)} requests ({args.code} code from {args.code_start}, {args.chat} chat from {args.chat_start})"
+          f" x {args.tokens} tokens, batch 1, "
           f"{args.threads} thread(s), config {args.config}")
     print(f"{'setting':14} {'tokens/forward':>30} {'tok/s':>24}  outputs")
     print(f"{'':14} {'code':>9} {'chat':>9} {'all':>9}  {'code':>7} {'chat':>7} {'all':>7}")
@@ -73,7 +86,8 @@ def main() -> None:
             near += agreement is Agreement.NEAR_TIE
             mismatch += agreement is Agreement.MISMATCH
         both = {key: totals["code"][key] + totals["chat"][key] for key in ("tokens", "forwards", "seconds")}
-        row = {kind: {"tokens_per_forward": t["tokens"] / t["forwards"], "tokens_per_s": t["tokens"] / t["seconds"]}
+        row = {kind: {"tokens_per_forward": t["tokens"] / t["forwards"], "tokens_per_s": t["tokens"] / t["seconds"],
+                      "tokens": t["tokens"], "target_forwards": t["forwards"]}
                for kind, t in (*totals.items(), ("all", both))}
         figures[name] = {**row, "near_ties": near, "mismatches": mismatch, "profiles": choose}
         print(f"{name:14} {row['code']['tokens_per_forward']:9.3f} {row['chat']['tokens_per_forward']:9.3f} "
