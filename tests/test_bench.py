@@ -59,6 +59,9 @@ def test_smoke_run_writes_results_and_every_output_equals_ar(setup):
     kernel_here = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # the config's `cpu_kernel: auto`
     assert data["environment"]["engine_linear"] == ("tgi-csd CPU kernel for 2-32 token forwards" if kernel_here
                                                     else "torch")
+    widths = data["environment"]["engine_kernel_widths"]
+    plan = r"(8|16) lanes for 1-\d+ rows(, (8|16) for \d+-32 rows)?"  # small_rows.describe
+    assert re.fullmatch(plan, widths) if kernel_here else widths is None
     assert data["settings"]["prompts"] == 2 and data["settings"]["max_new_tokens"] == 8
     assert data["costs"]["target_params"] > 0 and 0 < data["costs"]["drafters"]["half"] < 1
     assert data["mismatches"] == 0

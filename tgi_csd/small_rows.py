@@ -142,10 +142,20 @@ def lane_plan() -> tuple[int, ...]:
     if widest == 8:
         return (8,) * MAX_ROWS
     plan = choose_lanes(_time_widths(kernel.small_rows_linear, (8, widest)))
-    log.info("CPU verify kernel: %s", ", ".join(f"{rows} rows {lanes} lanes" for rows, lanes in
-                                                 zip(range(1, MAX_ROWS + 1), plan, strict=True)
-                                                 if rows == 1 or plan[rows - 2] != lanes))
+    log.info("CPU verify kernel: %s", describe(plan))
     return plan
+
+
+def describe(plan: tuple[int, ...]) -> str:
+    """`plan` in words: each width with the row counts it serves, e.g. `8 lanes for 1-15 rows, 16 for 16-32`."""
+    spans = []
+    for rows, lanes in enumerate(plan, start=1):
+        if spans and spans[-1][0] == lanes:
+            spans[-1][2] = rows
+        else:
+            spans.append([lanes, rows, rows])
+    return ", ".join(f"{lanes}{' lanes' if i == 0 else ''} for {first}-{last} rows"
+                     for i, (lanes, first, last) in enumerate(spans))
 
 
 def choose_lanes(seconds: dict[int, dict[int, float]]) -> tuple[int, ...]:

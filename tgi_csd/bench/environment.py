@@ -35,9 +35,16 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _kernel_widths() -> str:
+    """The kernel's vector width per row count (`small_rows.lane_plan`, measured or `$TGI_CSD_KERNEL_LANES`)."""
+    from tgi_csd import small_rows
+
+    return small_rows.describe(small_rows.lane_plan())
+
+
 def environment(engine_cpu_kernel: bool) -> dict:
     """Versions, threads and CPU; `engine_cpu_kernel`: whether our engine's forwards of 2-32 tokens ran
-    `tgi_csd.small_rows` (transformers methods always run torch's linear)."""
+    `tgi_csd.small_rows` (transformers methods always run torch's linear), and then its vector widths."""
     import torch
     import transformers
 
@@ -51,6 +58,7 @@ def environment(engine_cpu_kernel: bool) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "engine_linear": "tgi-csd CPU kernel for 2-32 token forwards" if engine_cpu_kernel else "torch",
+        "engine_kernel_widths": _kernel_widths() if engine_cpu_kernel else None,
         "transformers": transformers.__version__,
         "tgi_csd": _version("tgi-csd"),
         "git": _git_commit(),

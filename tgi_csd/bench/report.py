@@ -171,7 +171,8 @@ def markdown(results: Results) -> str:
         lines += ["", "## Outputs that differ from the target alone", ""]
         lines += [f"- {r.method} (batch {r.batch_size}): prompt {d['prompt']}, {d['agreement']} at token "
                   f"{d['position']}" for r, d in differences]
-    lines += ["", "## Environment", "", *[f"- {key}: {value}" for key, value in results.environment.items()]]
+    lines += ["", "## Environment", "", *[f"- {key}: {value}" for key, value in results.environment.items()
+                                          if value is not None]]
     lines += ["", "## Settings", "", "```json", json.dumps(results.settings, indent=2), "```", ""]
     return "\n".join(lines)
 
