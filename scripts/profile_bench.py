@@ -23,6 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def single_settings(figures: dict) -> dict:
+    """The rows of `figures` (this script's results) that served every request on one speculating setting."""
+    return {name: row for name, row in figures.items() if name not in ("per request", "off")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "csd-profiles.yaml")
@@ -49,8 +54,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.select:
-        earlier = json.loads(args.select.read_text())
-        single = {name: row for name, row in earlier.items() if name not in ("per request", "off")}
+        single = single_settings(json.loads(args.select.read_text()))
         args.code_profile, args.chat_profile = (max(single, key=lambda name: single[name][kind]["tokens_per_forward"])
                                                 for kind in ("code", "chat"))
     config = load_config(args.config)
@@ -94,7 +98,7 @@ def main() -> None:
               f"{row['all']['tokens_per_forward']:9.3f}  {row['code']['tokens_per_s']:7.1f} "
               f"{row['chat']['tokens_per_s']:7.1f} {row['all']['tokens_per_s']:7.1f}  "
               f"{'MISMATCH ' + str(mismatch) if mismatch else 'identical'}{f', near-tie {near}' if near else ''}")
-    single = {k: v for k, v in figures.items() if k not in ("per request", "off")}
+    single = single_settings(figures)
     best = max(single, key=lambda k: single[k]["all"]["tokens_per_forward"])
     ratio = figures["per request"]["all"]["tokens_per_forward"] / single[best]["all"]["tokens_per_forward"]
     print(f"per request ({args.code_profile} for code, {args.chat_profile} for chat) vs the best single setting "

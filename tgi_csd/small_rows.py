@@ -182,18 +182,18 @@ def _time_widths(kernel: Callable[..., torch.Tensor], widths: tuple[int, ...],
     of the last-level cache as a model's are), per probed row count and width, the widths interleaved."""
     generator = torch.Generator().manual_seed(0)
     weights = [torch.rand(1536, 576, generator=generator) for _ in range(16)]
-    seconds: dict[int, dict[int, list[float]]] = {}
+    seconds = {}
     for rows in PROBE_ROWS:
         x = torch.rand(rows, 576, generator=generator)
-        runs = seconds.setdefault(rows, {width: [] for width in widths})
+        runs: dict[int, list[float]] = {width: [] for width in widths}
         for _ in range(repeats):
             for width in widths:
                 start = time.perf_counter()
                 for weight in weights:
                     kernel(x, weight, None, width)
                 runs[width].append(time.perf_counter() - start)
-    return {rows: {width: statistics.median(runs) for width, runs in by_width.items()}
-            for rows, by_width in seconds.items()}
+        seconds[rows] = {width: statistics.median(times) for width, times in runs.items()}
+    return seconds
 
 
 class SmallRowsLinear:
