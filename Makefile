@@ -36,20 +36,20 @@ exactness: venv
 # adapter predates this recipe (200 stdlib prompts, rank 16, 2,000 steps: its report has the settings);
 # `make adapter-v8k` uses the current one.
 DISTILL_DEVICE ?= cuda
+# what `distill` leaves beside an adapter and is not committed
+trim = rm -rf $(1)/checkpoint $(1)/dataset.pt $(1)/README.md
 DISTILL = $(VENV)/bin/tgi-csd distill --target smollm2-135m --draft layers:4 --prompts data/stdlib-prompts.jsonl \
 	--prompts humaneval:40:164 --val-prompts humaneval:0:40
 RECIPE = --steps 3000 --batch-size 16 --samples-per-prompt 2 --generate-batch-size 64 --rank 64 --alpha 128 \
 	--device $(DISTILL_DEVICE)
 adapter: venv
 	$(DISTILL) --out adapters/smollm2-135m-layers4 $(RECIPE)
-	rm -rf adapters/smollm2-135m-layers4/checkpoint adapters/smollm2-135m-layers4/dataset.pt \
-		adapters/smollm2-135m-layers4/README.md
+	$(call trim,adapters/smollm2-135m-layers4)
 
 # The same draft with a reduced head (FR-Spec): the 8,192 tokens the target emits most often.
 adapter-v8k: venv
 	$(DISTILL) --out adapters/smollm2-135m-layers4-v8k $(RECIPE) --draft-vocab 8192
-	rm -rf adapters/smollm2-135m-layers4-v8k/checkpoint adapters/smollm2-135m-layers4-v8k/dataset.pt \
-		adapters/smollm2-135m-layers4-v8k/README.md
+	$(call trim,adapters/smollm2-135m-layers4-v8k)
 
 # The mixed-corpus adapter (code + chat): the committed code adapter fine-tuned on stdlib and HumanEval code plus
 # templated chat requests, with an 8,192-token head from that corpus; held-out code and chat scored apart. A
@@ -60,8 +60,7 @@ adapter-mixed: venv
 		--val-prompts humaneval:0:40 --val-prompts chat:data/chat-prompts.jsonl --draft-vocab 8192 --steps 400 \
 		--batch-size 8 --lr 1e-3 --generate-batch-size 32 --device $(DISTILL_DEVICE) \
 		--out adapters/smollm2-135m-layers4-mixed-v8k
-	rm -rf adapters/smollm2-135m-layers4-mixed-v8k/checkpoint adapters/smollm2-135m-layers4-mixed-v8k/dataset.pt \
-		adapters/smollm2-135m-layers4-mixed-v8k/README.md
+	$(call trim,adapters/smollm2-135m-layers4-mixed-v8k)
 
 # The chat adapter: the mixed one fine-tuned on the chat requests alone, with an 8,192-token head from chat (so
 # it drafts chat better and code worse: examples/csd-profiles.yaml routes each domain to its drafter). CPU-sized:
@@ -72,8 +71,7 @@ adapter-chat: venv
 		--prompts chat:data/chat-train-prompts.jsonl --val-prompts humaneval:0:40 --val-prompts chat:data/chat-prompts.jsonl \
 		--draft-vocab 8192 --steps 200 --batch-size 8 --lr 1e-3 --generate-batch-size 32 --device $(DISTILL_DEVICE) \
 		--out adapters/smollm2-135m-layers4-chat-v8k
-	rm -rf adapters/smollm2-135m-layers4-chat-v8k/checkpoint adapters/smollm2-135m-layers4-chat-v8k/dataset.pt \
-		adapters/smollm2-135m-layers4-chat-v8k/README.md
+	$(call trim,adapters/smollm2-135m-layers4-chat-v8k)
 
 adapter-quick: venv
 	$(DISTILL) --out adapter-quick --steps 150 --device cpu
