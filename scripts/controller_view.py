@@ -22,17 +22,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def serve(engine, prompts: list[list[int]], tokens: int) -> dict:
-    """Tokens/s, tokens per target forward and seconds per target forward of `prompts` served one by one."""
+    """Tokens/s, tokens per target forward, milliseconds per target forward and, per model drafter, its
+    milliseconds per target forward, of `prompts` served one by one."""
     from tgi_csd.engine import Request
 
     engine.generate([Request(prompt_ids=prompts[0], max_new_tokens=8)])  # warm up, untimed
+    drafters_before = engine.report()["seconds"]["drafters"]
     start, generated, forwards = time.perf_counter(), 0, 0
     for ids in prompts:
         result = engine.generate([Request(prompt_ids=ids, max_new_tokens=tokens)])[0]
         generated += len(result.token_ids)
         forwards += result.speculation["target_forwards"]
     seconds = time.perf_counter() - start
-    return {"tok/s": generated / seconds, "tokens/forward": generated / forwards, "ms/step": 1e3 * seconds / forwards}
+    drafters = {name: 1e3 * (spent - drafters_before.get(name, 0.0)) / forwards
+                for name, spent in engine.report()["seconds"]["drafters"].items()}
+    return {"tok/s": generated / seconds, "tokens/forward": generated / forwards, "ms/step": 1e3 * seconds / forwards,
+            "drafter ms/step": drafters}
 
 
 def main() -> None:
@@ -61,9 +66,13 @@ def main() -> None:
     adaptive = serve(engine, prompts, args.tokens)
     for name, row in (("static csd", static), ("csd-adaptive", adaptive)):
         print(f"{name:13} {row['tok/s']:6.1f} tok/s {row['tokens/forward']:5.2f} tokens/forward "
-              f"{row['ms/step']:6.1f} ms/step")
+              f"{row['ms/step']:6.1f} ms/step, drafters' ms/step "
+              f"{ {drafter: round(ms, 1) for drafter, ms in row['drafter ms/step'].items()} }")
     print("allocations chosen (steps):", ", ".join(f"{list(a)} {n}" for a, n in chosen.most_common(8)))
     print("fill:", {name: round(fill, 2) for name, fill in controller.fill.items()})
+    print("price of a drafted position, ms:", {name: round(1e3 * cost.predict(1), 2)
+                                               for name, cost in controller.drafter_costs.items()
+                                               if cost.predict(1) is not None})
     bounds = controller.bounds
     allocations = [[int(k) for k in a.split(",")] for a in args.alloc] or [
         [0] * len(bounds), list(bounds), [0] * (len(bounds) - 1) + bounds[-1:]]

@@ -111,7 +111,7 @@ def test_the_environment_forces_a_width_and_a_bad_one_names_the_fix(fresh_plan, 
 def test_a_plan_reads_as_widths_over_row_spans():
     top = small_rows.MAX_ROWS
     assert small_rows.describe((8,) * 15 + (16,) * (top - 15)) == f"8 lanes for 1-15 rows, 16 for 16-{top} rows"
-    assert small_rows.describe((16,) * small_rows.MAX_ROWS) == f"16 lanes for 1-{small_rows.MAX_ROWS} rows"
+    assert small_rows.describe((16,) * top) == f"16 lanes for 1-{top} rows"
 
 
 def test_a_mode_runs_the_planned_width_for_each_row_count(monkeypatch):

@@ -147,7 +147,7 @@ def lane_plan() -> tuple[int, ...]:
 
 
 def describe(plan: tuple[int, ...]) -> str:
-    """`plan` in words: each width with the row counts it serves, e.g. `8 lanes for 1-15 rows, 16 for 16-32`."""
+    """`plan` in words: each width with the row counts it serves, e.g. `8 lanes for 1-15 rows, 16 for 16-32 rows`."""
     spans = []
     for rows, lanes in enumerate(plan, start=1):
         if spans and spans[-1][0] == lanes:
