@@ -2,7 +2,9 @@
 
 A k-token verification forward and a 1-token decode step round differently, so a greedy output
 may legitimately flip where the reference's top two logits nearly tie. The only accepted
-difference is one whose first differing position is such a near-tie (gap < `tolerance`).
+difference is one whose first differing position is such a near-tie (gap < `tolerance`). Seeded sampling
+has the same hazard where the position's draw lies within `tolerance` of an edge of the drawn token's slice of
+the cumulative distribution (`compare_sampled`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from enum import Enum
 
 import torch
 from transformers import PreTrainedModel
+
+from tgi_csd.sampling import SamplingParams, UniformStream, warp
 
 
 @dataclass
@@ -53,5 +57,34 @@ def compare(candidate: list[int], reference: ReferenceOutput, tolerance: float) 
         min(len(candidate), len(reference.token_ids)),
     )
     if first < len(reference.gaps) and reference.gaps[first] < tolerance:
+        return Agreement.NEAR_TIE, first
+    return Agreement.MISMATCH, first
+
+
+def draw_margin(probs: torch.Tensor, uniform: float, token: int) -> float:
+    """How far the inverse-CDF draw `uniform` lies inside `token`'s slice of the cumulative `probs [V]`
+    (float64; negative: outside it). A draw this close to an edge flips under a rounding of that size."""
+    cdf = probs.double().cumsum(-1)
+    x = uniform * float(cdf[-1])
+    high = float(cdf[token])
+    return min(x - (high - float(probs[token])), high - x)
+
+
+@torch.inference_mode()
+def compare_sampled(candidate: list[int], reference_ids: list[int], model: PreTrainedModel, prompt_ids: list[int],
+                    params: SamplingParams, tolerance: float) -> tuple[Agreement, int | None]:
+    """How seeded sample `candidate` agrees with `reference_ids`, the target alone's plain sampling with the same
+    `params` (seed included). A difference counts as a near-tie when, at its first position, the request's draw
+    lies within `tolerance` of an edge of the reference token's slice (the target's distribution there, recomputed
+    in one float32 forward)."""
+    if candidate == reference_ids:
+        return Agreement.IDENTICAL, None
+    first = next((i for i, (a, b) in enumerate(zip(candidate, reference_ids)) if a != b),
+                 min(len(candidate), len(reference_ids)))
+    if first >= min(len(candidate), len(reference_ids)):
+        return Agreement.MISMATCH, first  # one stopped where the other went on: not a rounding flip
+    logits = model(torch.tensor([prompt_ids + reference_ids[:first]], device=model.device)).logits[0, -1]
+    uniform = float(UniformStream(params.seed).window(first, 1)[0][0])
+    if abs(draw_margin(warp(logits, params).cpu(), uniform, reference_ids[first])) < tolerance:
         return Agreement.NEAR_TIE, first
     return Agreement.MISMATCH, first
