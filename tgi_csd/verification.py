@@ -49,10 +49,16 @@ def _emit(drafts: list[list[int]], accepted: list[int], chosen: list[list[int]],
     return [[*d[:a], row[s + a]] for d, a, row, s in zip(drafts, accepted, chosen, starts)]
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """`logits.argmax(-1)`, the first maximum on a tie as argmax's (and NaN as the maximum): `max`'s indices, which
+    torch computes about 3x faster on the CPU (0.5 against 1.4 ms for 18 positions of a 49,152-token vocabulary)."""
+    return logits.max(-1).indices
+
+
 def verify_greedy(logits: torch.Tensor, drafts: list[list[int]]) -> Verdict:
     """Accept the longest prefix equal to the reviewer's argmax; emit the argmax after it."""
     grid, starts = _draft_grid(drafts, logits.shape[1], logits.device)
-    best = logits.argmax(-1)
+    best = _argmax(logits)
     accepted = _leading_run(best == grid, starts)
     return Verdict(accepted, _emit(drafts, accepted, best.tolist(), starts.tolist()))
 
@@ -91,11 +97,14 @@ def verify_sampled(
     rows, width, vocab = logits.shape
     grid, starts = _draft_grid(drafts, width, logits.device)
     start_list = starts.tolist()
-    chosen = logits.argmax(-1)  # greedy rows keep these
-    probs = torch.zeros(rows, width, vocab, device=logits.device)
+    greedy = any(param.greedy for param in params)
+    # Greedy rows keep the argmax; `probs` and `q` are `[rows, width, V]`, made only when needed (a batch of one
+    # sampling setting warps its logits in place of `probs`; deterministic drafts need no `q`).
+    chosen = _argmax(logits) if greedy else torch.zeros(rows, width, dtype=torch.long, device=logits.device)
+    probs: torch.Tensor | None = None
     draw = torch.zeros(rows, width, dtype=torch.float64)
     accept = torch.zeros(rows, width, dtype=torch.float64)
-    q = torch.zeros(rows, width, vocab, device=logits.device)
+    q: torch.Tensor | None = None
     has_q = torch.zeros(rows, width, dtype=torch.bool)
     groups: dict[tuple[float, int, float], list[int]] = {}
     for i, (draft, param, (row_draw, row_accept)) in enumerate(zip(drafts, params, uniforms)):
@@ -107,20 +116,30 @@ def verify_sampled(
         accept[i, used] = row_accept[: len(draft) + 1].double()
         for j, q_j in enumerate(draft_probs[i][: len(draft)] if draft_probs is not None else []):
             if q_j is not None:
+                if q is None:
+                    q = torch.zeros(rows, width, vocab, device=logits.device)
                 q[i, start_list[i] + j] = q_j
                 has_q[i, start_list[i] + j] = True
     sampled = torch.zeros(rows, dtype=torch.bool)
     draw, accept, has_q = draw.to(logits.device), accept.to(logits.device), has_q.to(logits.device)
     for (temperature, top_k, top_p), members in groups.items():
         index = torch.tensor(members, device=logits.device)
-        warped = warp(logits[index], SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
-        probs[index] = warped
+        every_row = len(members) == rows
+        warped = warp(logits if every_row else logits[index],
+                      SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+        if every_row:
+            probs = warped
+        else:
+            if probs is None:
+                probs = torch.zeros(rows, width, vocab, device=logits.device)
+            probs[index] = warped
         chosen[index] = sample_inverse_cdf(warped, draw[index].float())
         sampled[members] = True
     sampled = sampled.to(logits.device)
     safe = grid.clamp(min=0)[..., None]
-    p_token = probs.gather(-1, safe).squeeze(-1).double()
-    q_token = q.gather(-1, safe).squeeze(-1).double()
+    nothing = torch.zeros(rows, width, dtype=torch.float64, device=logits.device)
+    p_token = probs.gather(-1, safe).squeeze(-1).double() if probs is not None else nothing
+    q_token = q.gather(-1, safe).squeeze(-1).double() if q is not None else nothing
     by_ratio = sampled[:, None] & has_q  # rejection sampling; elsewhere sample-and-match
     ok = torch.where(by_ratio, accept * q_token < p_token, chosen == grid) & (grid >= 0)  # a NaN rejects
     accepted = _leading_run(ok, starts)
