@@ -48,14 +48,16 @@ def reference_generate(model: PreTrainedModel, prompt_ids: list[int], max_new_to
     return ReferenceOutput(tokens, gaps)
 
 
+def _first_difference(a: list[int], b: list[int]) -> int:
+    """The first position where `a` and `b` differ (the shorter one's length if one extends the other)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def compare(candidate: list[int], reference: ReferenceOutput, tolerance: float) -> tuple[Agreement, int | None]:
     """How `candidate` agrees with the reference, and the first differing position if any."""
     if candidate == reference.token_ids:
         return Agreement.IDENTICAL, None
-    first = next(
-        (i for i, (a, b) in enumerate(zip(candidate, reference.token_ids)) if a != b),
-        min(len(candidate), len(reference.token_ids)),
-    )
+    first = _first_difference(candidate, reference.token_ids)
     if first < len(reference.gaps) and reference.gaps[first] < tolerance:
         return Agreement.NEAR_TIE, first
     return Agreement.MISMATCH, first
@@ -79,9 +81,8 @@ def compare_sampled(candidate: list[int], reference_ids: list[int], model: PreTr
     in one float32 forward)."""
     if candidate == reference_ids:
         return Agreement.IDENTICAL, None
-    first = next((i for i, (a, b) in enumerate(zip(candidate, reference_ids)) if a != b),
-                 min(len(candidate), len(reference_ids)))
-    if first >= min(len(candidate), len(reference_ids)):
+    first = _first_difference(candidate, reference_ids)
+    if first == min(len(candidate), len(reference_ids)):
         return Agreement.MISMATCH, first  # one stopped where the other went on: not a rounding flip
     logits = model(torch.tensor([prompt_ids + reference_ids[:first]], device=model.device)).logits[0, -1]
     uniform = float(UniformStream(params.seed).window(first, 1)[0][0])
